@@ -1,0 +1,3 @@
+from hapruned.cli import main
+
+raise SystemExit(main())

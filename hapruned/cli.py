@@ -1,0 +1,26 @@
+"""The ``hapruned`` command. Each sub-command lives in its own module, which provides
+``add_parser(subparsers)`` (registering its arguments and ``func``) so the CLI is assembled here once."""
+
+import argparse
+import importlib
+
+# sub-command name -> module providing add_parser()
+COMMANDS = {
+    "baselines": "hapruned.baselines.command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hapruned",
+        description="Multi-agent dynamic spectrum access with harmonic-annealing pruned LSTM actors.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0

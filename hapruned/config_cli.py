@@ -1,0 +1,41 @@
+"""Command-line flags generated from config dataclasses, so each field is described once.
+
+Every field carries ``metadata={"help": ...}``; optionally ``metadata={"parse": callable}`` to turn
+the flag's string into the field's value. Flags default to ``None`` so that only the flags a user
+gives override a preset.
+"""
+
+import argparse
+import dataclasses
+import typing
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} fields")
+    for field in dataclasses.fields(cls):
+        if field.name in skip or not field.init:
+            continue
+        help_text = field.metadata.get("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = f"{help_text} (default: {default})" if default is not None else help_text
+        hint = hints[field.name]
+        if hint is bool:
+            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        parse = field.metadata.get("parse") or (hint if hint in (int, float, str) else str)
+        group.add_argument(_flag(field.name), type=parse, default=None, help=help_text, metavar=field.name.upper())
+
+
+def dataclass_from_args(base, args: argparse.Namespace, skip=()):
+    """Return ``base`` with every field the user gave on the command line replaced (validated by the class)."""
+    changes = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(base)
+        if field.name not in skip and field.init and getattr(args, field.name, None) is not None
+    }
+    return dataclasses.replace(base, **changes)

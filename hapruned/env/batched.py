@@ -1,0 +1,153 @@
+"""The batched DSA simulator: B synchronous environments stepped by one numba kernel.
+
+Rules (DESIGN.md §1): at each slot every channel k is independently occupied by a primary user
+with probability ``pu_prob[k]``. A user choosing channel k gets feedback ``-2`` if it is occupied,
+otherwise ``1`` (ACK) if it is alone on k and ``-1`` (NACK) if not; idle users get ``0``. An ACK
+yields ``log2(1 + snr[n, k])``, where ``snr ~ U[snr_low, snr_high]`` is drawn per user and channel at
+each episode start. The shared reward is the sum over users.
+
+The primary-user state of a slot is drawn *before* the slot (at reset, then at the end of each
+step) and exposed as ``pu_busy``, so a centralised oracle can read it and tests can replay it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from hapruned.env.config import DSAConfig
+from hapruned.env.rng import next_uniform, seed_states
+
+
+@numba.njit(cache=True, parallel=True)
+def _reset_kernel(states, snr_low, snr_high, pu_prob, snr, rate, pu_busy, obs):
+    n_envs, n_users, n_channels = snr.shape
+    width = snr_high - snr_low
+    for b in numba.prange(n_envs):
+        for n in range(n_users):
+            for k in range(n_channels):
+                value = snr_low + width * next_uniform(states, b)
+                snr[b, n, k] = value
+                rate[b, n, k] = np.log2(1.0 + value)
+            obs[b, n, 0] = 0
+            obs[b, n, 1] = 0
+        _draw_pu(states, b, pu_prob, pu_busy)
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_pu(states, b, pu_prob, pu_busy):
+    for k in range(pu_prob.shape[0]):
+        # channels that are never occupied consume no draws, so setup A spends no time here
+        pu_busy[b, k] = pu_prob[k] > 0.0 and next_uniform(states, b) < pu_prob[k]
+
+
+@numba.njit(cache=True)
+def _actions_valid(actions, n_actions):
+    for b in range(actions.shape[0]):
+        for n in range(actions.shape[1]):
+            if actions[b, n] < 0 or actions[b, n] >= n_actions:
+                return False
+    return True
+
+
+@numba.njit(cache=True, parallel=True)
+def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, counts):
+    n_envs, n_users, n_channels = rate.shape
+    for b in numba.prange(n_envs):
+        for k in range(n_channels + 1):
+            counts[b, k] = 0
+        for n in range(n_users):
+            counts[b, actions[b, n]] += 1
+        total = 0.0
+        for n in range(n_users):
+            a = actions[b, n]
+            gained = 0.0
+            if a == 0:
+                code = 0
+            elif pu_busy[b, a - 1]:
+                code = -2
+            elif counts[b, a] == 1:
+                code = 1
+                gained = rate[b, n, a - 1]
+            else:
+                code = -1
+            obs[b, n, 0] = a
+            obs[b, n, 1] = code
+            throughput[b, n] = gained
+            total += gained
+        reward[b] = total
+        if draw_next:
+            _draw_pu(states, b, pu_prob, pu_busy)
+
+
+class BatchedDSAEnv:
+    """``num_envs`` synchronous DSA environments with preallocated buffers.
+
+    ``reset()`` returns observations ``int64[B, N, 2]`` (last action, last feedback), all zero at the
+    start of an episode. ``step(actions)`` takes ``int[B, N]`` actions in ``0..K`` and returns
+    ``(obs, reward[B], throughput[B, N], done[B])``; ``throughput[b, n]`` is user n's part of the
+    reward, ``log2(1 + snr)`` on an ACK and 0 otherwise. After ``horizon`` steps ``done`` is all True
+    and the next call must be ``reset()``.
+
+    With ``copy=False`` the returned arrays are the environment's own buffers, overwritten by the
+    next call (faster; copy what you keep). ``snr[B, N, K]`` holds the episode's SNRs and
+    ``pu_busy[B, K]`` the primary-user state of the coming slot.
+    """
+
+    def __init__(self, config: DSAConfig, num_envs: int, seed: int = 0, copy: bool = True):
+        if not isinstance(config, DSAConfig):
+            raise TypeError(f"config must be a DSAConfig, got {type(config).__name__}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.config = config
+        self.num_envs = int(num_envs)
+        self.copy = copy
+        shape = (self.num_envs, config.n_users)
+        self._pu_prob = config.pu_probs
+        self.snr = np.zeros(shape + (config.n_channels,))
+        self._rate = np.zeros_like(self.snr)
+        self.pu_busy = np.zeros((self.num_envs, config.n_channels), dtype=np.bool_)
+        self._obs = np.zeros(shape + (2,), dtype=np.int64)
+        self._reward = np.zeros(self.num_envs)
+        self._throughput = np.zeros(shape)
+        self._done = np.zeros(self.num_envs, dtype=np.bool_)
+        self._counts = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
+        self._states = seed_states(seed, self.num_envs)
+        self.t = None  # slots played in the current episode; None before the first reset
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start a new episode in every environment; ``seed`` restarts the random streams."""
+        if seed is not None:
+            self._states = seed_states(seed, self.num_envs)
+        cfg = self.config
+        _reset_kernel(self._states, cfg.snr_low, cfg.snr_high, self._pu_prob, self.snr, self._rate, self.pu_busy, self._obs)
+        self._done[:] = False
+        self.t = 0
+        return self._obs.copy() if self.copy else self._obs
+
+    def step(self, actions):
+        if self.t is None:
+            raise RuntimeError("call reset() before step()")
+        if self.t >= self.config.horizon:
+            raise RuntimeError(f"the episode is over after horizon={self.config.horizon} steps; call reset()")
+        actions = np.asarray(actions)
+        expected = (self.num_envs, self.config.n_users)
+        if actions.shape != expected:
+            raise ValueError(f"actions must have shape (num_envs, n_users) = {expected}, got {actions.shape}")
+        if not np.issubdtype(actions.dtype, np.integer):
+            raise TypeError(f"actions must be integers in 0..{self.config.n_channels}, got dtype {actions.dtype}")
+        if not _actions_valid(actions, self.config.n_actions):
+            bad = actions[(actions < 0) | (actions > self.config.n_channels)]
+            raise ValueError(
+                f"actions must lie in 0..{self.config.n_channels} (0 = idle, k = channel k), got {bad[:5].tolist()}"
+            )
+        self.t += 1
+        last = self.t == self.config.horizon
+        _step_kernel(
+            actions, not last, self._states, self._pu_prob, self._rate, self.pu_busy,
+            self._obs, self._reward, self._throughput, self._counts,
+        )
+        self._done[:] = last
+        if self.copy:
+            return self._obs.copy(), self._reward.copy(), self._throughput.copy(), self._done.copy()
+        return self._obs, self._reward, self._throughput, self._done

@@ -1,0 +1,85 @@
+"""Configuration of the DSA environment (paper Section II; rules fixed in DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+
+PuProb = Union[float, Sequence[float]]
+
+
+def _parse_pu_prob(text: str) -> PuProb:
+    """``"0.2"`` -> 0.2 (every channel), ``"0.1,0.2,0.3"`` -> one probability per channel."""
+    values = [float(part) for part in text.split(",")]
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True)
+class DSAConfig:
+    """N users sharing K channels for episodes of ``horizon`` slots.
+
+    Actions are ``0`` (idle) or a channel ``1..K``. Feedback is ``0`` idle, ``1`` ACK (the only
+    user on a free channel), ``-1`` NACK (two or more users on it), ``-2`` primary user present.
+    """
+
+    n_users: int = field(default=10, metadata={"help": "number of secondary users (agents) N, >= 1"})
+    n_channels: int = field(default=5, metadata={"help": "number of orthogonal channels K, >= 1"})
+    horizon: int = field(default=100, metadata={"help": "slots per episode T, >= 1"})
+    snr_low: float = field(default=30.0, metadata={"help": "lower bound of the uniform linear SNR, > 0"})
+    snr_high: float = field(default=40.0, metadata={"help": "upper bound of the uniform linear SNR, >= snr_low"})
+    pu_prob: PuProb = field(
+        default=0.0,
+        metadata={
+            "help": "probability that a primary user occupies a channel in a slot: one value for "
+            "all channels or K comma-separated values, each in [0, 1]",
+            "parse": _parse_pu_prob,
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("n_users", "n_channels", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"DSAConfig.{name} must be an integer >= 1, got {value!r}")
+        if not (np.isfinite(self.snr_low) and self.snr_low > 0):
+            raise ValueError(f"DSAConfig.snr_low must be a finite number > 0, got {self.snr_low!r}")
+        if not (np.isfinite(self.snr_high) and self.snr_high >= self.snr_low):
+            raise ValueError(
+                f"DSAConfig.snr_high must be finite and >= snr_low={self.snr_low}, got {self.snr_high!r}"
+            )
+        probs = np.asarray(self.pu_prob, dtype=np.float64)
+        if probs.ndim == 1:
+            if probs.shape[0] != self.n_channels:
+                raise ValueError(
+                    f"DSAConfig.pu_prob must be one value or n_channels={self.n_channels} values, "
+                    f"got {probs.shape[0]}"
+                )
+            object.__setattr__(self, "pu_prob", tuple(float(p) for p in probs))
+        elif probs.ndim != 0:
+            raise ValueError(f"DSAConfig.pu_prob must be a float or a sequence of floats, got {self.pu_prob!r}")
+        if not np.all((probs >= 0) & (probs <= 1)):
+            raise ValueError(f"DSAConfig.pu_prob values must lie in [0, 1], got {self.pu_prob!r}")
+
+    @property
+    def pu_probs(self) -> np.ndarray:
+        """Primary-user occupancy probability per channel, shape ``[K]``."""
+        return np.broadcast_to(np.asarray(self.pu_prob, dtype=np.float64), (self.n_channels,)).copy()
+
+    @property
+    def n_actions(self) -> int:
+        """K + 1: idle plus one action per channel."""
+        return self.n_channels + 1
+
+    @classmethod
+    def setup(cls, name: str, **overrides) -> "DSAConfig":
+        """The paper's setups: ``"A"`` (no primary users) or ``"B"`` (each channel busy w.p. 0.2)."""
+        presets = {"A": {}, "B": {"pu_prob": 0.2}}
+        if name not in presets:
+            raise ValueError(f"setup must be one of {sorted(presets)}, got {name!r}")
+        return cls(**{**presets[name], **overrides})
+
+    def replace(self, **changes) -> "DSAConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,32 @@
+"""The network input y_t = [a_{t-1}, o_{t-1}] encoded as one-hot(a, K+1) ⊕ one-hot(o, 4) (DESIGN.md §1)."""
+
+import numpy as np
+
+# feedback code -> slot in its one-hot block, indexed by code + 2 for codes -2, -1, 0, 1
+FEEDBACK_SLOT = np.array([3, 2, 0, 1], dtype=np.int64)
+FEEDBACK_CODES = (0, 1, -1, -2)  # in slot order
+
+
+def observation_size(n_channels: int) -> int:
+    """Features per user: K + 1 action slots and 4 feedback slots."""
+    return n_channels + 5
+
+
+def encode_observations(obs: np.ndarray, n_channels: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Encode integer observations ``obs[..., 2]`` (last action, last feedback) as float32 ``[..., K+5]``.
+
+    ``out`` may be a preallocated float32 array of the result's shape, which is overwritten.
+    """
+    obs = np.asarray(obs)
+    if obs.shape[-1:] != (2,):
+        raise ValueError(f"obs must have a last axis of size 2 (action, feedback), got shape {obs.shape}")
+    shape = obs.shape[:-1] + (observation_size(n_channels),)
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    else:
+        if out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+        out.fill(0.0)
+    np.put_along_axis(out, obs[..., :1].astype(np.int64), 1.0, axis=-1)
+    np.put_along_axis(out, (n_channels + 1 + FEEDBACK_SLOT[obs[..., 1:] + 2]), 1.0, axis=-1)
+    return out

@@ -1,0 +1,80 @@
+"""Modules that hold G independent copies of a layer as one tensor, so one op serves all groups
+(agents, or seeds x agents). Every weight may carry a mask buffer ``<name>_mask`` (None = dense)
+that the ops apply inside the kernel; biases are never masked."""
+
+import math
+
+import torch
+from torch import nn
+
+from hapruned import ops
+
+
+class GroupedLSTM(nn.Module):
+    """``num_layers`` stacked LSTMs for each of ``groups`` groups.
+
+    Parameters per layer k: ``weight_ih_l{k}`` (groups, 4H, in_k), ``weight_hh_l{k}`` (groups, 4H, H),
+    ``bias_l{k}`` (groups, 4H) (the sum of ``nn.LSTM``'s two biases); gate order i, f, g, o.
+    Buffers ``weight_ih_l{k}_mask`` / ``weight_hh_l{k}_mask``: None or a mask of the weight's shape.
+    """
+
+    def __init__(self, groups: int, input_size: int, hidden_size: int, num_layers: int = 1, device=None, dtype=None):
+        super().__init__()
+        for name, value in (("groups", groups), ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.groups, self.input_size, self.hidden_size, self.num_layers = groups, input_size, hidden_size, num_layers
+        factory = {"device": device, "dtype": dtype}
+        bound = 1.0 / math.sqrt(hidden_size)
+        for k in range(num_layers):
+            in_k = input_size if k == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(groups, 4 * hidden_size, in_k, **factory).uniform_(-bound, bound)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(groups, 4 * hidden_size, hidden_size, **factory).uniform_(-bound, bound)))
+            bias = torch.empty(2, groups, 4 * hidden_size, **factory).uniform_(-bound, bound).sum(0)
+            self.register_parameter(f"bias_l{k}", nn.Parameter(bias))
+            self.register_buffer(f"weight_ih_l{k}_mask", None)
+            self.register_buffer(f"weight_hh_l{k}_mask", None)
+
+    def zero_state(self, batch: int):
+        """Zero (h, c), each (num_layers, groups, batch, hidden)."""
+        w = self.weight_hh_l0
+        h = torch.zeros(self.num_layers, self.groups, batch, self.hidden_size, device=w.device, dtype=w.dtype)
+        return h, h.clone()
+
+    def forward(self, x: torch.Tensor, state=None):
+        """x: (time, groups, batch, input) -> (y (time, groups, batch, hidden), (h, c) each (layers, groups, batch, hidden))."""
+        if x.ndim != 4 or x.shape[1] != self.groups or x.shape[3] != self.input_size:
+            raise ValueError(
+                f"x must have shape (time, groups={self.groups}, batch, input={self.input_size}), got {tuple(x.shape)}"
+            )
+        h0, c0 = self.zero_state(x.shape[2]) if state is None else state
+        layer_input, h_out, c_out = x, [], []
+        for k in range(self.num_layers):
+            h, c = h0[k], c0[k]
+            w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_l{k}")
+            m_ih, m_hh = getattr(self, f"weight_ih_l{k}_mask"), getattr(self, f"weight_hh_l{k}_mask")
+            outputs = []
+            for t in range(layer_input.shape[0]):
+                h, c = ops.masked_lstm_cell(layer_input[t], h, c, w_ih, w_hh, bias, m_ih, m_hh)
+                outputs.append(h)
+            layer_input = torch.stack(outputs)
+            h_out.append(h)
+            c_out.append(c)
+        return layer_input, (torch.stack(h_out), torch.stack(c_out))
+
+
+class GroupedLinear(nn.Module):
+    """``groups`` independent linear layers: weight (groups, out, in), bias (groups, out), optional ``weight_mask``."""
+
+    def __init__(self, groups: int, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(groups, out_features, in_features, **factory).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, out_features, **factory).uniform_(-bound, bound))
+        self.register_buffer("weight_mask", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., groups, batch, in) -> (..., groups, batch, out)."""
+        weight = self.weight if self.weight_mask is None else self.weight * self.weight_mask
+        return torch.matmul(x, weight.transpose(-1, -2)) + self.bias.unsqueeze(-2)

@@ -1,0 +1,52 @@
+"""Builds the compiled extension ``hapruned._C``.
+
+The CPU kernels (csrc/*.cpp, csrc/cpu/*.cpp) are always built. The CUDA kernels (csrc/cuda/*.cu)
+are built when a CUDA toolkit and a CUDA-enabled torch are both present; ``HAPRUNED_CUDA=1``
+forces them (and fails loudly if they cannot be built), ``HAPRUNED_CUDA=0`` skips them.
+"""
+
+import glob
+import os
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def build_cuda() -> bool:
+    flag = os.environ.get("HAPRUNED_CUDA")
+    if flag not in (None, "", "0", "1"):
+        raise SystemExit(f"HAPRUNED_CUDA must be 0 or 1, got {flag!r}")
+    if flag == "0":
+        return False
+    available = CUDA_HOME is not None and torch.version.cuda is not None
+    if flag == "1" and not available:
+        raise SystemExit(
+            "HAPRUNED_CUDA=1 but the CUDA build is impossible: "
+            f"CUDA_HOME={CUDA_HOME!r}, torch.version.cuda={torch.version.cuda!r}"
+        )
+    return available
+
+
+cuda = build_cuda()
+sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+cxx_flags = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+if cuda:
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    extension = CUDAExtension(
+        "hapruned._C",
+        sources,
+        extra_compile_args={"cxx": cxx_flags + ["-DHAPRUNED_WITH_CUDA"], "nvcc": ["-O3", "--use_fast_math"]},
+        extra_link_args=["-fopenmp"],
+        py_limited_api=True,
+    )
+else:
+    extension = CppExtension(
+        "hapruned._C", sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"], py_limited_api=True
+    )
+
+setup(
+    ext_modules=[extension],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)
