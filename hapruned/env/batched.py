@@ -8,6 +8,8 @@ each episode start. The shared reward is the sum over users.
 
 The primary-user state of a slot is drawn *before* the slot (at reset, then at the end of each
 step) and exposed as ``pu_busy``, so a centralised oracle can read it and tests can replay it.
+``hapruned.env.reference.ReferenceDSAEnv`` states the same rules in plain NumPy, one environment
+at a time; the tests require both to agree on the same draws.
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from hapruned.env.rng import next_uniform, seed_states
 
 
 @numba.njit(cache=True, parallel=True)
-def _reset_kernel(states, snr_low, snr_high, pu_prob, snr, rate, pu_busy, obs):
+def _reset_kernel(states, snr_low, snr_high, pu_prob, snr, pu_busy, obs):
     n_envs, n_users, n_channels = snr.shape
     width = snr_high - snr_low
     for b in numba.prange(n_envs):
         for n in range(n_users):
             for k in range(n_channels):
-                value = snr_low + width * next_uniform(states, b)
-                snr[b, n, k] = value
-                rate[b, n, k] = np.log2(1.0 + value)
+                snr[b, n, k] = snr_low + width * next_uniform(states, b)
             obs[b, n, 0] = 0
             obs[b, n, 1] = 0
         _draw_pu(states, b, pu_prob, pu_busy)
@@ -51,26 +51,28 @@ def _actions_valid(actions, n_actions):
 
 
 @numba.njit(cache=True, parallel=True)
-def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, counts):
-    n_envs, n_users, n_channels = rate.shape
+def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, feedback):
+    """``feedback[b, a]`` first counts the users who chose action a, then holds the code they all get."""
+    n_envs, n_users = actions.shape
+    n_channels = pu_prob.shape[0]
     for b in numba.prange(n_envs):
-        for k in range(n_channels + 1):
-            counts[b, k] = 0
+        for a in range(n_channels + 1):
+            feedback[b, a] = 0
         for n in range(n_users):
-            counts[b, actions[b, n]] += 1
+            feedback[b, actions[b, n]] += 1
+        feedback[b, 0] = 0  # idle
+        for k in range(1, n_channels + 1):
+            if pu_busy[b, k - 1]:
+                feedback[b, k] = -2
+            else:
+                feedback[b, k] = 1 if feedback[b, k] == 1 else -1
         total = 0.0
         for n in range(n_users):
+            # no branch per user (random actions would defeat branch prediction): a user keeps its
+            # rate only on an ACK, and idle users read rate[b, n, 0] = 0
             a = actions[b, n]
-            gained = 0.0
-            if a == 0:
-                code = 0
-            elif pu_busy[b, a - 1]:
-                code = -2
-            elif counts[b, a] == 1:
-                code = 1
-                gained = rate[b, n, a - 1]
-            else:
-                code = -1
+            code = feedback[b, a]
+            gained = rate[b, n, a] * (code == 1)
             obs[b, n, 0] = a
             obs[b, n, 1] = code
             throughput[b, n] = gained
@@ -105,13 +107,13 @@ class BatchedDSAEnv:
         shape = (self.num_envs, config.n_users)
         self._pu_prob = config.pu_probs
         self.snr = np.zeros(shape + (config.n_channels,))
-        self._rate = np.zeros_like(self.snr)
+        self._rate = np.zeros(shape + (config.n_actions,))  # log2(1 + snr) per action; 0 for idle, never written
         self.pu_busy = np.zeros((self.num_envs, config.n_channels), dtype=np.bool_)
         self._obs = np.zeros(shape + (2,), dtype=np.int64)
         self._reward = np.zeros(self.num_envs)
         self._throughput = np.zeros(shape)
         self._done = np.zeros(self.num_envs, dtype=np.bool_)
-        self._counts = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
+        self._feedback = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
         self._states = seed_states(seed, self.num_envs)
         self.t = None  # slots played in the current episode; None before the first reset
 
@@ -120,12 +122,19 @@ class BatchedDSAEnv:
         if seed is not None:
             self._states = seed_states(seed, self.num_envs)
         cfg = self.config
-        _reset_kernel(self._states, cfg.snr_low, cfg.snr_high, self._pu_prob, self.snr, self._rate, self.pu_busy, self._obs)
+        _reset_kernel(self._states, cfg.snr_low, cfg.snr_high, self._pu_prob, self.snr, self.pu_busy, self._obs)
+        # NumPy's log2, like the reference env and the oracle, so the rates agree with theirs bit for
+        # bit on any CPU (NumPy and numba may use different log2 routines, e.g. SVML on AVX-512)
+        self._rate[..., 1:] = np.log2(1.0 + self.snr)
         self._done[:] = False
         self.t = 0
         return self._obs.copy() if self.copy else self._obs
 
     def step(self, actions):
+        """Play one slot with ``actions`` int[B, N] in 0..K -> ``(obs, reward[B], throughput[B, N], done[B])``.
+
+        Bad actions raise before anything changes, so a rejected call can be retried.
+        """
         if self.t is None:
             raise RuntimeError("call reset() before step()")
         if self.t >= self.config.horizon:
@@ -145,7 +154,7 @@ class BatchedDSAEnv:
         last = self.t == self.config.horizon
         _step_kernel(
             actions, not last, self._states, self._pu_prob, self._rate, self.pu_busy,
-            self._obs, self._reward, self._throughput, self._counts,
+            self._obs, self._reward, self._throughput, self._feedback,
         )
         self._done[:] = last
         if self.copy:

@@ -44,24 +44,32 @@ class DSAConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"DSAConfig.{name} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("snr_low", "snr_high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"DSAConfig.{name} must be a real number, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if not (np.isfinite(self.snr_low) and self.snr_low > 0):
             raise ValueError(f"DSAConfig.snr_low must be a finite number > 0, got {self.snr_low!r}")
         if not (np.isfinite(self.snr_high) and self.snr_high >= self.snr_low):
             raise ValueError(
                 f"DSAConfig.snr_high must be finite and >= snr_low={self.snr_low}, got {self.snr_high!r}"
             )
-        probs = np.asarray(self.pu_prob, dtype=np.float64)
-        if probs.ndim == 1:
-            if probs.shape[0] != self.n_channels:
-                raise ValueError(
-                    f"DSAConfig.pu_prob must be one value or n_channels={self.n_channels} values, "
-                    f"got {probs.shape[0]}"
-                )
-            object.__setattr__(self, "pu_prob", tuple(float(p) for p in probs))
-        elif probs.ndim != 0:
-            raise ValueError(f"DSAConfig.pu_prob must be a float or a sequence of floats, got {self.pu_prob!r}")
+        try:
+            probs = np.asarray(self.pu_prob, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"DSAConfig.pu_prob must be a float or a sequence of n_channels floats, got {self.pu_prob!r}"
+            ) from None
+        if probs.ndim > 1 or (probs.ndim == 1 and probs.shape[0] != self.n_channels):
+            raise ValueError(
+                f"DSAConfig.pu_prob must be one value or n_channels={self.n_channels} values, got {self.pu_prob!r}"
+            )
         if not np.all((probs >= 0) & (probs <= 1)):
             raise ValueError(f"DSAConfig.pu_prob values must lie in [0, 1], got {self.pu_prob!r}")
+        # stored as a float or a tuple of floats, so configs compare, hash and print plainly
+        object.__setattr__(self, "pu_prob", float(probs) if probs.ndim == 0 else tuple(probs.tolist()))
 
     @property
     def pu_probs(self) -> np.ndarray:

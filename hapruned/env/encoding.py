@@ -17,9 +17,20 @@ def encode_observations(obs: np.ndarray, n_channels: int, out: np.ndarray | None
 
     ``out`` may be a preallocated float32 array of the result's shape, which is overwritten.
     """
+    if isinstance(n_channels, bool) or not isinstance(n_channels, (int, np.integer)) or n_channels < 1:
+        raise ValueError(f"n_channels must be an integer >= 1, got {n_channels!r}")
     obs = np.asarray(obs)
-    if obs.shape[-1:] != (2,):
-        raise ValueError(f"obs must have a last axis of size 2 (action, feedback), got shape {obs.shape}")
+    if obs.shape[-1:] != (2,) or not np.issubdtype(obs.dtype, np.integer):
+        raise ValueError(
+            f"obs must be integers with a last axis of size 2 (action, feedback), got {obs.dtype} {obs.shape}"
+        )
+    # out-of-range values would silently set a bit in the wrong block, so reject them
+    actions, feedback = obs[..., 0], obs[..., 1]
+    if obs.size and (actions.min() < 0 or actions.max() > n_channels or feedback.min() < -2 or feedback.max() > 1):
+        raise ValueError(
+            f"obs actions must lie in 0..{n_channels} and feedback codes in {FEEDBACK_CODES}, got "
+            f"actions {actions.min()}..{actions.max()}, feedback {feedback.min()}..{feedback.max()}"
+        )
     shape = obs.shape[:-1] + (observation_size(n_channels),)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)

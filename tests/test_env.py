@@ -1,0 +1,348 @@
+"""The batched environment's own contract: random streams, input validation, configuration, encoder.
+
+Agreement with the plain NumPy rules is tested in test_env_reference.py.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from hapruned.env import FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, encode_observations, observation_size
+
+
+def play_episode(env, actions, seed=None):
+    """Reset (with ``seed``), then play ``actions[T, B, N]``; returns the draws and outputs stacked over time."""
+    env.reset(seed=seed)
+    trace = {"snr": env.snr.copy(), "pu": [], "obs": [], "reward": [], "throughput": []}
+    for step_actions in actions:
+        trace["pu"].append(env.pu_busy.copy())
+        obs, reward, throughput, _ = env.step(step_actions)
+        trace["obs"].append(np.array(obs))
+        trace["reward"].append(np.array(reward))
+        trace["throughput"].append(np.array(throughput))
+    return {key: np.asarray(value) for key, value in trace.items()}
+
+
+def random_actions(config, num_envs, seed):
+    """``int64[T, B, N]`` uniform over 0..K, idle included."""
+    return np.random.default_rng(seed).integers(0, config.n_actions, size=(config.horizon, num_envs, config.n_users))
+
+
+def assert_same_trace(first, second):
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@pytest.fixture
+def restore_numba_threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- random streams
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba was started with a single thread")
+def test_same_seed_same_trajectories_with_one_and_two_threads(restore_numba_threads):
+    config = DSAConfig.setup("B", horizon=20)
+    actions = random_actions(config, 64, seed=1)
+    traces = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        traces.append(play_episode(BatchedDSAEnv(config, 64, seed=123), actions))
+    assert_same_trace(*traces)
+
+
+def test_different_seeds_and_different_envs_differ():
+    config = DSAConfig.setup("B", horizon=10)
+    actions = random_actions(config, 8, seed=0)
+    first = play_episode(BatchedDSAEnv(config, 8, seed=1), actions)
+    second = play_episode(BatchedDSAEnv(config, 8, seed=2), actions)
+    assert not np.array_equal(first["snr"], second["snr"])
+    assert not np.array_equal(first["pu"], second["pu"])
+    # the environments of one batch have their own streams
+    assert len({first["snr"][b].tobytes() for b in range(8)}) == 8
+
+
+def test_reset_seed_restarts_the_stream_and_plain_reset_continues_it():
+    config = DSAConfig.setup("B", horizon=10)
+    actions = random_actions(config, 4, seed=0)
+    env = BatchedDSAEnv(config, 4, seed=0)
+    first_episode = play_episode(env, actions)
+    second_episode = play_episode(env, actions)  # reset() without a seed continues the streams
+    assert not np.array_equal(first_episode["snr"], second_episode["snr"])
+
+    fresh = BatchedDSAEnv(config, 4, seed=7)
+    assert_same_trace(play_episode(fresh, actions), play_episode(env, actions, seed=7))
+
+    # a reset(seed) mid-episode gives the same trajectory as a fresh environment with that seed
+    env.reset()
+    env.step(actions[0])
+    assert_same_trace(first_episode, play_episode(env, actions, seed=0))
+
+
+def test_an_environment_stream_depends_only_on_seed_and_index():
+    config = DSAConfig.setup("B", horizon=10)
+    actions = random_actions(config, 8, seed=3)
+    small = play_episode(BatchedDSAEnv(config, 3, seed=5), actions[:, :3])
+    large = play_episode(BatchedDSAEnv(config, 8, seed=5), actions)
+    for key in small:
+        np.testing.assert_array_equal(small[key], large[key][:, :3] if key != "snr" else large[key][:3], err_msg=key)
+
+
+def test_snr_is_uniform_on_the_configured_range():
+    low, high = 30.0, 40.0
+    env = BatchedDSAEnv(DSAConfig(snr_low=low, snr_high=high), 2000, seed=11)
+    env.reset()
+    snr = env.snr.ravel()  # 100,000 draws
+    assert snr.min() >= low and snr.max() < high
+    # mean of U[low, high]: standard error (high - low) / sqrt(12 n); 6 standard errors never fail by chance
+    assert abs(snr.mean() - (low + high) / 2) < 6 * (high - low) / np.sqrt(12 * snr.size)
+    # each tenth of the range holds a tenth of the draws (binomial, 6 standard deviations)
+    counts = np.histogram(snr, bins=10, range=(low, high))[0]
+    assert np.all(np.abs(counts - snr.size / 10) < 6 * np.sqrt(snr.size * 0.1 * 0.9)), counts
+    # consecutive draws are uncorrelated
+    assert abs(np.corrcoef(snr[:-1], snr[1:])[0, 1]) < 6 / np.sqrt(snr.size)
+
+
+def test_primary_users_occupy_channels_with_pu_prob_independently():
+    probs = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
+    config = DSAConfig(n_users=2, n_channels=5, horizon=100, pu_prob=tuple(probs))
+    env = BatchedDSAEnv(config, 1000, seed=21)
+    env.reset()
+    busy = []
+    idle = np.zeros((1000, 2), dtype=np.int64)
+    for _ in range(config.horizon):
+        busy.append(env.pu_busy.copy())
+        env.step(idle)
+    busy = np.asarray(busy)  # [T, B, K], 100,000 slots per channel
+    slots = busy.shape[0] * busy.shape[1]
+    frequency = busy.mean(axis=(0, 1))
+    bound = 6 * np.sqrt(probs * (1 - probs) / slots)
+    assert np.all(np.abs(frequency - probs) <= bound), frequency  # exact for p = 0 and p = 1
+    both = (busy[..., 1] & busy[..., 2]).mean()  # two channels in the same slot
+    assert abs(both - 0.05) < 6 * np.sqrt(0.05 * 0.95 / slots)
+    again = (busy[1:, :, 2] & busy[:-1, :, 2]).mean()  # one channel in consecutive slots
+    assert abs(again - 0.25) < 6 * np.sqrt(0.25 * 0.75 / (slots - busy.shape[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8])
+def test_any_integer_action_dtype_gives_the_same_trajectory(dtype):
+    config = DSAConfig.setup("B", horizon=5)
+    actions = random_actions(config, 3, seed=4)
+    expected = play_episode(BatchedDSAEnv(config, 3, seed=1), actions)
+    assert_same_trace(expected, play_episode(BatchedDSAEnv(config, 3, seed=1), actions.astype(dtype)))
+
+
+def test_copy_false_returns_the_buffers_with_the_same_values():
+    config = DSAConfig.setup("B", horizon=5)
+    actions = random_actions(config, 4, seed=2)
+    copied = BatchedDSAEnv(config, 4, seed=9, copy=True)
+    shared = BatchedDSAEnv(config, 4, seed=9, copy=False)
+    assert np.array_equal(copied.reset(), shared.reset())
+    previous = None
+    for step_actions in actions:
+        expected = copied.step(step_actions)
+        got = shared.step(step_actions)
+        for a, b in zip(expected, got):
+            np.testing.assert_array_equal(a, b)
+        if previous is not None:
+            assert all(a is b for a, b in zip(previous, got))
+        previous = got
+
+
+@pytest.mark.parametrize("setup, anchor", [("A", 1000.6), ("B", 800.4)])
+def test_slotted_aloha_matches_its_closed_form_and_the_paper_anchor(setup, anchor):
+    """Each user transmits w.p. p on a uniform channel, so
+    E[episode reward] = T N p (1 - p/K)^(N-1) (1 - pi) E[log2(1 + snr)]."""
+    config = DSAConfig.setup(setup)
+    n_users, n_channels, p, episodes = config.n_users, config.n_channels, 0.5, 2000
+    env = BatchedDSAEnv(config, episodes, seed=0, copy=False)
+    env.reset()
+    rng = np.random.default_rng(1)
+    totals = np.zeros(episodes)
+    for _ in range(config.horizon):
+        channels = rng.integers(1, n_channels + 1, size=(episodes, n_users))
+        totals += env.step(np.where(rng.random((episodes, n_users)) < p, channels, 0))[1]
+    low, high = config.snr_low, config.snr_high
+    antiderivative = lambda x: ((1 + x) * np.log(1 + x) - (1 + x)) / np.log(2)  # of log2(1 + x)
+    mean_rate = (antiderivative(high) - antiderivative(low)) / (high - low)
+    success = p * (1 - p / n_channels) ** (n_users - 1) * (1 - config.pu_probs[0])
+    expected = config.horizon * n_users * success * mean_rate
+    assert abs(totals.mean() - expected) < 6 * totals.std() / np.sqrt(episodes), (totals.mean(), expected)
+    assert abs(totals.mean() - anchor) < 0.01 * anchor  # DESIGN.md §1 sanity anchor
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+@pytest.fixture
+def env():
+    environment = BatchedDSAEnv(DSAConfig.setup("B", n_users=3, n_channels=4, horizon=6), 2, seed=4)
+    environment.reset()
+    return environment
+
+
+def snapshot(environment):
+    return {
+        "t": environment.t,
+        "snr": environment.snr.copy(),
+        "pu_busy": environment.pu_busy.copy(),
+        "states": environment._states.copy(),
+        "obs": environment._obs.copy(),
+    }
+
+
+@pytest.mark.parametrize(
+    "actions, error, match",
+    [
+        (np.zeros((2, 4), dtype=np.int64), ValueError, "shape"),
+        (np.zeros((3, 2), dtype=np.int64), ValueError, "shape"),
+        (np.zeros(3, dtype=np.int64), ValueError, "shape"),
+        (np.zeros((2, 3, 1), dtype=np.int64), ValueError, "shape"),
+        (np.zeros((2, 3)), TypeError, "integers"),
+        (np.zeros((2, 3), dtype=bool), TypeError, "integers"),
+        ([[0, 1, 2], [1, 2, 5]], ValueError, r"0\.\.4"),
+        ([[0, -1, 2], [1, 2, 3]], ValueError, r"0\.\.4"),
+    ],
+)
+def test_bad_actions_are_rejected_and_change_nothing(env, actions, error, match):
+    twin = BatchedDSAEnv(env.config, 2, seed=4)
+    twin.reset()
+    before = snapshot(env)
+    with pytest.raises(error, match=match):
+        env.step(actions)
+    after = snapshot(env)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+    # the rejected call lost nothing: the trajectory goes on exactly as in an untouched twin
+    good = np.array([[0, 1, 4], [2, 2, 3]])
+    for expected, got in zip(twin.step(good), env.step(good)):
+        np.testing.assert_array_equal(expected, got)
+
+
+def test_step_before_reset_and_after_the_end_raise():
+    config = DSAConfig(horizon=2)
+    environment = BatchedDSAEnv(config, 1)
+    idle = np.zeros((1, config.n_users), dtype=np.int64)
+    with pytest.raises(RuntimeError, match="reset"):
+        environment.step(idle)
+    environment.reset()
+    assert not environment.step(idle)[3].any()
+    assert environment.step(idle)[3].all()
+    with pytest.raises(RuntimeError, match="reset"):
+        environment.step(idle)
+    environment.reset()
+    assert environment.t == 0
+    environment.step(idle)
+
+
+@pytest.mark.parametrize("num_envs", [0, -1, 1.5, True, "2"])
+def test_bad_num_envs(num_envs):
+    with pytest.raises(ValueError, match="num_envs"):
+        BatchedDSAEnv(DSAConfig(), num_envs)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", None])
+def test_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        BatchedDSAEnv(DSAConfig(), 2, seed=seed)
+    environment = BatchedDSAEnv(DSAConfig(), 2)
+    if seed is not None:  # reset(None) is the legal "keep the stream"
+        with pytest.raises(ValueError, match="seed"):
+            environment.reset(seed=seed)
+
+
+def test_config_must_be_a_dsa_config():
+    with pytest.raises(TypeError, match="DSAConfig"):
+        BatchedDSAEnv({"n_users": 2}, 1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("n_users", 0), ("n_users", -2), ("n_users", 2.0), ("n_users", True), ("n_users", "3"),
+        ("n_channels", 0), ("n_channels", 1.5),
+        ("horizon", 0), ("horizon", None),
+        ("snr_low", 0.0), ("snr_low", -1.0), ("snr_low", float("nan")), ("snr_low", float("inf")), ("snr_low", "30"),
+        ("snr_high", 29.0), ("snr_high", float("nan")), ("snr_high", float("inf")), ("snr_high", None),
+        ("pu_prob", -0.1), ("pu_prob", 1.1), ("pu_prob", float("nan")), ("pu_prob", (0.1, 0.2)),
+        ("pu_prob", ((0.1,) * 5,) * 2), ("pu_prob", "abc"), ("pu_prob", (0.1, 0.2, 0.3, 0.4, 2.0)),
+    ],
+)
+def test_bad_config_field_raises_value_error_naming_it(field, value):
+    with pytest.raises(ValueError, match=f"DSAConfig.{field}"):
+        DSAConfig(**{field: value})
+
+
+def test_config_presets_and_normal_forms():
+    assert DSAConfig.setup("A").pu_probs.tolist() == [0.0] * 5
+    assert DSAConfig.setup("B").pu_probs.tolist() == [0.2] * 5
+    assert DSAConfig.setup("B", n_channels=3).pu_probs.shape == (3,)
+    assert DSAConfig.setup("A").n_actions == 6
+    with pytest.raises(ValueError, match="setup"):
+        DSAConfig.setup("C")
+    per_channel = DSAConfig(n_channels=3, pu_prob=[0.1, 0.2, 0.3])
+    assert per_channel.pu_prob == (0.1, 0.2, 0.3)  # a tuple, so configs stay hashable
+    assert hash(per_channel) == hash(DSAConfig(n_channels=3, pu_prob=np.array([0.1, 0.2, 0.3])))
+    assert DSAConfig(n_users=np.int64(4), snr_low=30).n_users == 4
+    assert DSAConfig(pu_prob=0).replace(n_users=3).pu_prob == 0.0
+
+
+# ---------------------------------------------------------------------------- encoder
+
+FEEDBACK_SLOT = {0: 0, 1: 1, -1: 2, -2: 3}  # DESIGN.md §1: one-hot(o) over (idle, ACK, NACK, PU)
+
+
+def test_encoder_one_hot_layout():
+    n_channels = 3
+    pairs = [(a, o) for a in range(n_channels + 1) for o in FEEDBACK_SLOT]
+    obs = np.array(pairs, dtype=np.int64)
+    encoded = encode_observations(obs, n_channels)
+    assert encoded.dtype == np.float32 and encoded.shape == (len(pairs), observation_size(n_channels)) == (16, 8)
+    for (action, feedback), row in zip(pairs, encoded):
+        expected = np.zeros(n_channels + 5, dtype=np.float32)
+        expected[action] = 1
+        expected[n_channels + 1 + FEEDBACK_SLOT[feedback]] = 1
+        np.testing.assert_array_equal(row, expected, err_msg=f"a={action}, o={feedback}")
+    assert FEEDBACK_CODES == tuple(FEEDBACK_SLOT)
+
+
+def test_encoder_batched_shapes_and_out_buffer():
+    config = DSAConfig.setup("B", horizon=3)
+    environment = BatchedDSAEnv(config, 5, seed=0)
+    environment.reset()
+    obs = environment.step(random_actions(config, 5, seed=0)[0])[0]
+    expected = encode_observations(obs, config.n_channels)
+    assert expected.shape == (5, config.n_users, config.n_channels + 5)
+    # decoding recovers the observation
+    np.testing.assert_array_equal(expected[..., : config.n_actions].argmax(-1), obs[..., 0])
+    codes = np.array(FEEDBACK_CODES)[expected[..., config.n_actions :].argmax(-1)]
+    np.testing.assert_array_equal(codes, obs[..., 1])
+
+    out = np.full(expected.shape, 7.0, dtype=np.float32)  # stale contents must be cleared
+    result = encode_observations(obs, config.n_channels, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="out"):
+        encode_observations(obs, config.n_channels, out=np.zeros(expected.shape, dtype=np.float64))
+    with pytest.raises(ValueError, match="out"):
+        encode_observations(obs, config.n_channels, out=np.zeros((5, 1, 10), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "obs, n_channels, match",
+    [
+        (np.zeros((2, 3), dtype=np.int64), 3, "last axis"),
+        (np.zeros((2, 2)), 3, "integers"),
+        (np.array([[4, 0]]), 3, r"0\.\.3"),
+        (np.array([[-1, 0]]), 3, r"0\.\.3"),
+        (np.array([[1, 2]]), 3, "feedback"),
+        (np.array([[1, -3]]), 3, "feedback"),
+        (np.array([[1, 1]]), 0, "n_channels"),
+    ],
+)
+def test_encoder_rejects_bad_input(obs, n_channels, match):
+    with pytest.raises(ValueError, match=match):
+        encode_observations(obs, n_channels)
