@@ -7,6 +7,7 @@ import importlib
 # sub-command name -> module providing add_parser()
 COMMANDS = {
     "baselines": "hapruned.baselines.command",
+    "train": "hapruned.algos.command",
 }
 
 

@@ -1,0 +1,31 @@
+"""Non-learning access schemes and the centralised oracle bound, with a batched evaluation loop.
+
+Every scheme is a :class:`Policy`; :func:`evaluate` plays it on the batched simulator.
+"""
+
+from hapruned.baselines.aloha import SlottedAloha, optimal_aloha_p
+from hapruned.baselines.base import Policy, evaluate
+from hapruned.baselines.oca import OpportunisticChannelAware
+from hapruned.baselines.oracle import MAX_ORACLE_CHANNELS, Oracle, max_weight_matching
+from hapruned.baselines.sticky import StickyAccess
+
+# name on the command line -> scheme class
+SCHEMES = {
+    "aloha": SlottedAloha,
+    "oca": OpportunisticChannelAware,
+    "sticky": StickyAccess,
+    "oracle": Oracle,
+}
+
+__all__ = [
+    "MAX_ORACLE_CHANNELS",
+    "OpportunisticChannelAware",
+    "Oracle",
+    "Policy",
+    "SCHEMES",
+    "SlottedAloha",
+    "StickyAccess",
+    "evaluate",
+    "max_weight_matching",
+    "optimal_aloha_p",
+]

@@ -1,0 +1,194 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from hapruned.baselines import (
+    MAX_ORACLE_CHANNELS,
+    OpportunisticChannelAware,
+    Oracle,
+    SlottedAloha,
+    StickyAccess,
+    evaluate,
+    max_weight_matching,
+    optimal_aloha_p,
+)
+from hapruned.env import BatchedDSAEnv, DSAConfig
+
+# DESIGN.md §1: independent anchors for the paper config (N=10, K=5, T=100), 2000 episodes
+ANCHORS = {("aloha", "A"): 1000.6, ("aloha", "B"): 800.4, ("oracle", "A"): 2660.0, ("oracle", "B"): 2130.0}
+
+
+def brute_force_matching(weight, free):
+    n_users, n_channels = weight.shape
+    options = [0] + [k + 1 for k in range(n_channels) if free[k]]
+    best = 0.0
+    for actions in itertools.product(options, repeat=n_users):
+        used = [a for a in actions if a > 0]
+        if len(used) == len(set(used)):
+            best = max(best, sum(weight[n, a - 1] for n, a in enumerate(actions) if a > 0))
+    return best
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_matching_equals_brute_force(case):
+    rng = np.random.default_rng(case)
+    n_users, n_channels = rng.integers(1, 6), rng.integers(1, 6)
+    # small integers make ties common, the hard case for the reconstruction
+    weight = rng.integers(0, 4, size=(n_users, n_channels)).astype(float) if case % 2 else rng.random((n_users, n_channels))
+    free = rng.random(n_channels) < 0.7
+    actions, value = max_weight_matching(weight, free)
+    assert value == pytest.approx(brute_force_matching(weight, free))
+    used = actions[actions > 0]
+    assert len(used) == len(set(used.tolist())), "a channel was given to two users"
+    assert all(free[a - 1] for a in used), "a busy channel was assigned"
+    assert sum(weight[n, a - 1] for n, a in enumerate(actions) if a > 0) == pytest.approx(value)
+
+
+def test_matching_rejects_too_many_channels():
+    with pytest.raises(ValueError, match="n_channels must be <= 16"):
+        max_weight_matching(np.ones((2, MAX_ORACLE_CHANNELS + 1)))
+    with pytest.raises(ValueError, match="n_channels must be <= 16"):
+        evaluate(Oracle(), DSAConfig(n_channels=MAX_ORACLE_CHANNELS + 1), episodes=1)
+
+
+@pytest.mark.parametrize("setup", ["A", "B"])
+@pytest.mark.parametrize("scheme", ["aloha", "oracle"])
+def test_paper_anchors(scheme, setup):
+    policy = SlottedAloha(p=0.5) if scheme == "aloha" else Oracle()
+    rewards = evaluate(policy, DSAConfig.setup(setup), episodes=2000, seed=1)
+    anchor = ANCHORS[(scheme, setup)]
+    print(f"{scheme} {setup}: {rewards.mean():.1f} vs {anchor}")
+    assert abs(rewards.mean() - anchor) < 0.01 * anchor
+
+
+@pytest.mark.parametrize("setup", ["A", "B"])
+def test_oracle_beats_every_scheme_on_every_episode(setup):
+    config = DSAConfig.setup(setup)
+    oracle = evaluate(Oracle(), config, episodes=200, seed=3, num_envs=100)
+    for policy in (SlottedAloha(), OpportunisticChannelAware(), StickyAccess()):
+        rewards = evaluate(policy, config, episodes=200, seed=3, num_envs=100)
+        assert np.all(oracle >= rewards - 1e-9), type(policy).__name__
+
+
+@pytest.mark.parametrize("setup", ["A", "B"])
+def test_sticky_beats_aloha_and_oca(setup):
+    config = DSAConfig.setup(setup)
+    sticky = evaluate(StickyAccess(), config, episodes=300, seed=4).mean()
+    aloha = evaluate(SlottedAloha(), config, episodes=300, seed=4).mean()
+    oca = evaluate(OpportunisticChannelAware(), config, episodes=300, seed=4).mean()
+    print(f"setup {setup}: sticky {sticky:.1f}, aloha {aloha:.1f}, oca {oca:.1f}")
+    assert sticky > 1.3 * max(aloha, oca)
+
+
+def test_oca_beats_aloha_when_channels_differ():
+    # one channel far better for every user: learning the channel values pays off
+    config = DSAConfig(n_users=1, n_channels=4, snr_low=1.0, snr_high=1000.0)
+    oca = evaluate(OpportunisticChannelAware(), config, episodes=200, seed=5).mean()
+    aloha = evaluate(SlottedAloha(), config, episodes=200, seed=5).mean()
+    assert oca > 1.1 * aloha
+
+
+@pytest.mark.parametrize("policy", [SlottedAloha, OpportunisticChannelAware, StickyAccess, Oracle])
+def test_deterministic_for_a_seed(policy):
+    config = DSAConfig.setup("B", n_users=4, n_channels=3, horizon=20)
+    first = evaluate(policy(), config, episodes=30, seed=7, num_envs=8)
+    assert np.array_equal(first, evaluate(policy(), config, episodes=30, seed=7, num_envs=8))
+    assert not np.array_equal(first, evaluate(policy(), config, episodes=30, seed=8, num_envs=8))
+
+
+def test_partial_last_batch_keeps_the_same_episodes():
+    config = DSAConfig(n_users=4, n_channels=3, horizon=20)
+    seven = evaluate(StickyAccess(), config, episodes=7, seed=2, num_envs=3)
+    six = evaluate(StickyAccess(), config, episodes=6, seed=2, num_envs=3)
+    assert seven.shape == (7,)
+    assert np.array_equal(seven[:6], six)
+
+
+@pytest.mark.parametrize("n_users,n_channels", [(10, 5), (3, 5), (7, 2), (1, 1), (40, 3)])
+def test_optimal_aloha_p_maximises_expected_acks(n_users, n_channels):
+    grid = np.linspace(1e-4, 1.0, 100_001)
+    q = grid / n_channels
+    expected_acks = n_channels * n_users * q * (1 - q) ** (n_users - 1)
+    assert optimal_aloha_p(n_users, n_channels) == pytest.approx(grid[np.argmax(expected_acks)], abs=1e-3)
+
+
+def _play(policy, config, num_envs, seed):
+    """Actions and feedback of one batch of episodes: int64[T, B, N] each."""
+    env = BatchedDSAEnv(config, num_envs, seed=seed)
+    obs = env.reset()
+    policy.reset(num_envs, config, np.random.default_rng(seed))
+    throughput = np.zeros((num_envs, config.n_users))
+    actions, feedback = [], []
+    for _ in range(config.horizon):
+        action = policy.act(obs, throughput, env)
+        obs, _, throughput, _ = env.step(action)
+        actions.append(action)
+        feedback.append(obs[..., 1])
+    return np.array(actions), np.array(feedback), env
+
+
+def test_aloha_transmits_with_probability_p_on_uniform_channels():
+    config = DSAConfig(n_users=6, n_channels=3, horizon=50)
+    actions, _, _ = _play(SlottedAloha(p=0.3), config, num_envs=200, seed=0)
+    assert np.mean(actions > 0) == pytest.approx(0.3, abs=0.01)
+    per_channel = np.bincount(actions[actions > 0], minlength=4)[1:] / np.sum(actions > 0)
+    assert np.allclose(per_channel, 1 / 3, atol=0.01)
+
+
+def test_oca_settles_on_the_best_channel_of_a_lone_user():
+    config = DSAConfig(n_users=1, n_channels=4, horizon=100, snr_low=1.0, snr_high=100.0)
+    actions, _, env = _play(OpportunisticChannelAware(explore=0.05), config, num_envs=300, seed=1)
+    best = np.argmax(env.snr[:, 0, :], axis=-1) + 1
+    assert np.mean(actions[-50:, :, 0] == best) > 0.9
+
+
+def test_oca_tries_every_channel_first_because_its_estimates_start_optimistic():
+    config = DSAConfig(n_users=1, n_channels=3, horizon=3)
+    actions, _, _ = _play(OpportunisticChannelAware(explore=0.0), config, num_envs=50, seed=4)
+    assert np.all(np.sort(actions[:, :, 0], axis=0) == np.array([[1], [2], [3]]))
+
+
+def test_sticky_users_end_alone_on_their_channels_when_there_is_room():
+    config = DSAConfig(n_users=3, n_channels=5, horizon=100)
+    _, feedback, _ = _play(StickyAccess(), config, num_envs=200, seed=2)
+    assert np.mean(feedback[-10:] == 1) > 0.95
+
+
+@pytest.mark.parametrize("setup", ["A", "B"])
+def test_sticky_keeps_a_channel_after_its_first_ack(setup):
+    actions, feedback, _ = _play(StickyAccess(), DSAConfig.setup(setup), num_envs=100, seed=6)
+    acked_before = np.cumsum(feedback == 1, axis=0) > 0  # [T, B, N]
+    first_channel = np.take_along_axis(actions, np.argmax(feedback == 1, axis=0)[None], axis=0)[0]
+    kept = actions[1:] == first_channel[None]
+    assert acked_before.any()
+    assert np.all(kept[acked_before[:-1]])
+
+
+def test_oracle_fills_every_free_channel():
+    config = DSAConfig.setup("B")
+    actions, feedback, _ = _play(Oracle(), config, num_envs=50, seed=3)
+    assert not np.any(feedback == -1) and not np.any(feedback == -2)
+    assert np.all((actions > 0).sum(-1) == (feedback == 1).sum(-1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SlottedAloha(p=0.0),
+        lambda: SlottedAloha(p=1.5),
+        lambda: OpportunisticChannelAware(explore=-0.1),
+        lambda: OpportunisticChannelAware(step_size=0.0),
+        lambda: StickyAccess(release_nack=2.0),
+        lambda: StickyAccess(backoff="0.5"),
+    ],
+)
+def test_bad_parameters_raise(make):
+    with pytest.raises(ValueError, match="must be"):
+        make()
+
+
+@pytest.mark.parametrize("kwargs", [{"episodes": 0}, {"episodes": 2.5}, {"episodes": 3, "num_envs": 0}])
+def test_evaluate_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        evaluate(SlottedAloha(), DSAConfig(), **kwargs)

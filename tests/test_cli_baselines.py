@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+
+from hapruned.baselines import SCHEMES, SlottedAloha, StickyAccess, evaluate
+from hapruned.cli import main
+from hapruned.env import DSAConfig
+
+SMALL = ["--episodes", "12", "--n-users", "4", "--n-channels", "3", "--horizon", "15", "--num-envs", "5"]
+
+
+def run_json(capsys, *flags):
+    assert main(["baselines", "--json", *SMALL, *flags]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_json_has_every_scheme_and_matches_evaluate(capsys):
+    report = run_json(capsys, "--setup", "B", "--seed", "3")
+    assert list(report["schemes"]) == list(SCHEMES)
+    config = DSAConfig.setup("B", n_users=4, n_channels=3, horizon=15)
+    assert report["config"]["pu_prob"] == 0.2 and report["config"]["n_users"] == 4
+    for name, cls in SCHEMES.items():
+        row = report["schemes"][name]
+        assert row["min"] <= row["mean"] <= row["max"] and row["std"] >= 0
+        rewards = evaluate(cls(), config, episodes=12, seed=3, num_envs=5)
+        assert row["mean"] == pytest.approx(rewards.mean())
+        assert row["max"] == pytest.approx(rewards.max())
+
+
+def test_schemes_subset_and_aloha_p(capsys):
+    report = run_json(capsys, "--schemes", "sticky,aloha", "--aloha-p", "0.2")
+    assert sorted(report["schemes"]) == ["aloha", "sticky"]
+    config = DSAConfig(n_users=4, n_channels=3, horizon=15)
+    expected = evaluate(SlottedAloha(p=0.2), config, episodes=12, seed=0, num_envs=5).mean()
+    assert report["schemes"]["aloha"]["mean"] == pytest.approx(expected)
+    assert report["schemes"]["sticky"]["mean"] == pytest.approx(
+        evaluate(StickyAccess(), config, episodes=12, seed=0, num_envs=5).mean()
+    )
+
+
+def test_config_flags_override_the_setup(capsys):
+    report = run_json(capsys, "--setup", "B", "--pu-prob", "0,0.5,1", "--snr-low", "3", "--snr-high", "7")
+    assert report["config"]["pu_prob"] == [0.0, 0.5, 1.0]
+    assert (report["config"]["snr_low"], report["config"]["snr_high"]) == (3.0, 7.0)
+    # channel 3 is always busy: the oracle uses at most two channels per slot
+    assert report["schemes"]["oracle"]["max"] <= 15 * 2 * np.log2(8.0) + 1e-9
+
+
+def test_table_lists_every_scheme(capsys):
+    assert main(["baselines", *SMALL]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == list(SCHEMES)
+    assert all(len(line.split()) == 6 for line in lines[2:])
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--setup", "C"], "invalid choice: 'C'"),
+        (["--n-users", "0"], "n_users must be an integer >= 1"),
+        (["--pu-prob", "1.5"], "pu_prob values must lie in [0, 1]"),
+        (["--snr-high", "1", "--snr-low", "2"], "snr_high must be"),
+        (["--episodes", "0"], "--episodes must be >= 1"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--schemes", "aloha,foo"], "choose a comma-separated subset of aloha,oca,sticky,oracle"),
+        (["--aloha-p", "0"], "aloha p must be in (0, 1]"),
+        (["--n-channels", "17"], "n_channels must be <= 16"),
+        (["--episodes", "many"], "invalid int value"),
+    ],
+)
+def test_bad_flags_give_clear_errors(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["baselines", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_many_channels_work_without_the_oracle(capsys):
+    report = run_json(capsys, "--n-channels", "17", "--schemes", "aloha")
+    assert report["config"]["n_channels"] == 17 and list(report["schemes"]) == ["aloha"]
