@@ -53,11 +53,7 @@ class GroupedLSTM(nn.Module):
             h, c = h0[k], c0[k]
             w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_l{k}")
             m_ih, m_hh = getattr(self, f"weight_ih_l{k}_mask"), getattr(self, f"weight_hh_l{k}_mask")
-            outputs = []
-            for t in range(layer_input.shape[0]):
-                h, c = ops.masked_lstm_cell(layer_input[t], h, c, w_ih, w_hh, bias, m_ih, m_hh)
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
+            layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
             h_out.append(h)
             c_out.append(c)
         return layer_input, (torch.stack(h_out), torch.stack(c_out))

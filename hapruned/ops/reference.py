@@ -24,10 +24,15 @@ def reference_magnitude_prune_mask(weight: torch.Tensor, sparsity) -> torch.Tens
     is pruned first.
     """
     groups, size = weight.shape
-    n_prune = prune_counts(sparsity, groups, size, weight.device)
+    return reference_keep_mask(weight, prune_counts(sparsity, groups, size, weight.device))
+
+
+def reference_keep_mask(weight: torch.Tensor, n_prune: torch.Tensor) -> torch.Tensor:
+    """weight: (groups, size), n_prune: int64 (groups,) -> bool (groups, size) with n_prune[g] False in
+    row g, the smallest magnitudes, lower flat index first among equals (a stable sort's order)."""
     order = torch.sort(weight.abs(), dim=1, stable=True).indices
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(size, device=weight.device).expand(groups, size))
+    rank.scatter_(1, order, torch.arange(weight.shape[1], device=weight.device).expand_as(order))
     return rank >= n_prune[:, None]
 
 
@@ -47,3 +52,80 @@ def reference_masked_lstm_cell(x, h, c, w_ih, w_hh, bias, mask_ih=None, mask_hh=
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     return h_new, c_new
+
+
+def reference_masked_lstm(x, h0, c0, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
+    """T steps of one layer: x (time, groups, batch, input), h0 and c0 (groups, batch, hidden) ->
+    (y (time, groups, batch, hidden), (h_T, c_T)); the cell applied at each step."""
+    h, c, outputs = h0, c0, []
+    for x_t in x:
+        h, c = reference_masked_lstm_cell(x_t, h, c, w_ih, w_hh, bias, mask_ih, mask_hh)
+        outputs.append(h)
+    return torch.stack(outputs), (h, c)
+
+
+# The explicit forward/backward pairs below have the signatures of the compiled ops
+# (torch.ops.hapruned.*) and serve as their kernels on devices the build lacks.
+
+
+def _masked(weight, mask):
+    return weight if mask is None else weight * mask
+
+
+def reference_masked_lstm_cell_forward(x, h, c, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
+    """As ``masked_lstm_cell``, also returning the activated gates (groups, batch, 4*hidden) for backward."""
+    pre = torch.baddbmm(bias.unsqueeze(1), x, _masked(w_ih, mask_ih).transpose(1, 2))
+    pre = pre + torch.bmm(h, _masked(w_hh, mask_hh).transpose(1, 2))
+    i, f, g, o = pre.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new, torch.cat([i, f, g, o], dim=-1)
+
+
+def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new):
+    """Gradients of one step -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias), weight grads masked."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    tanh_c = torch.tanh(c_new)
+    dc = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
+    d_pre = torch.cat(
+        [dc * g * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - g * g), grad_h * tanh_c * o * (1 - o)], dim=-1
+    )
+    grad_w_ih = torch.bmm(d_pre.transpose(1, 2), x)
+    grad_w_hh = torch.bmm(d_pre.transpose(1, 2), h)
+    return (
+        torch.bmm(d_pre, _masked(w_ih, mask_ih)),
+        torch.bmm(d_pre, _masked(w_hh, mask_hh)),
+        dc * f,
+        _masked(grad_w_ih, mask_ih),
+        _masked(grad_w_hh, mask_hh),
+        d_pre.sum(1),
+    )
+
+
+def reference_masked_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
+    """As ``masked_lstm``: -> (y, cs (time, groups, batch, hidden) cell states, gates (groups, time, batch, 4*hidden))."""
+    h, c, ys, cs, gates = h0, c0, [], [], []
+    for x_t in x:
+        h, c, gates_t = reference_masked_lstm_cell_forward(x_t, h, c, w_ih, w_hh, bias, mask_ih, mask_hh)
+        ys.append(h)
+        cs.append(c)
+        gates.append(gates_t)
+    return torch.stack(ys), torch.stack(cs), torch.stack(gates, dim=1)
+
+
+def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates):
+    """Backpropagation through the T steps -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias)."""
+    grad_h, grad_c = torch.zeros_like(h0), torch.zeros_like(c0)
+    grad_x = torch.empty_like(x)
+    grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+    grad_bias = torch.zeros(w_ih.shape[:2], dtype=x.dtype, device=x.device)
+    for t in range(x.shape[0] - 1, -1, -1):
+        h_prev, c_prev = (h0, c0) if t == 0 else (y[t - 1], cs[t - 1])
+        grads = reference_masked_lstm_cell_backward(
+            grad_y[t] + grad_h, grad_cs[t] + grad_c, x[t], h_prev, c_prev, w_ih, w_hh, mask_ih, mask_hh, gates[:, t], cs[t]
+        )
+        grad_x[t], grad_h, grad_c = grads[:3]
+        grad_w_ih += grads[3]
+        grad_w_hh += grads[4]
+        grad_bias += grads[5]
+    return grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias

@@ -1,0 +1,349 @@
+// CPU masked LSTM: the cell (one step) and the sequence (T steps of one layer), forward and backward.
+//
+// GEMMs go to ATen's batched matmuls over all groups at once; the gate non-linearities, the cell
+// update and their derivatives run in one fused loop per step, parallel over (group, batch) rows.
+// The sequence hoists the input projection of all T steps into one GEMM. For a single step with a
+// small batch (inference, dispatch-bound) one fused loop computes masked mat-vec products and gates
+// per group without materialising the masked weights.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "../checks.h"
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+// One AVX2+FMA clone and one baseline clone, picked at load time: the wheel stays portable.
+#define HAPRUNED_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HAPRUNED_SIMD_CLONES
+#endif
+#define HAPRUNED_INLINE inline __attribute__((always_inline))
+
+namespace hapruned {
+namespace {
+
+// exp for float without a libm call so the gate loops vectorise (Cephes polynomial, ~2 ulp;
+// needs -fno-trapping-math to if-convert the clamp); double keeps std::exp.
+HAPRUNED_INLINE float fast_exp(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.0f;
+  return y * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
+}
+HAPRUNED_INLINE double fast_exp(double x) { return std::exp(x); }
+
+template <typename T>
+HAPRUNED_INLINE T sigmoid(T x) {
+  return T(1) / (T(1) + fast_exp(-x));
+}
+template <typename T>
+HAPRUNED_INLINE T tanh_(T x) {
+  return T(1) - T(2) / (fast_exp(T(2) * x) + T(1));
+}
+
+// One row (one group, one batch element) of the forward gate loop. pre: [4H] pre-activations,
+// overwritten with the activated gates; rec: [4H] recurrent term added to pre, or null.
+template <typename T>
+HAPRUNED_INLINE void gates_forward_row(T* pre, const T* rec, const T* c_prev, T* c_new, T* h_new, int64_t H) {
+  if (rec != nullptr) {
+#pragma omp simd
+    for (int64_t j = 0; j < 4 * H; ++j) pre[j] += rec[j];
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid(pre[j]), f = sigmoid(pre[H + j]), g = tanh_(pre[2 * H + j]), o = sigmoid(pre[3 * H + j]);
+    const T c = f * c_prev[j] + i * g;
+    pre[j] = i;
+    pre[H + j] = f;
+    pre[2 * H + j] = g;
+    pre[3 * H + j] = o;
+    c_new[j] = c;
+    h_new[j] = o * tanh_(c);
+  }
+}
+
+// One row of the backward gate loop: from the activated gates, the cell states and the incoming
+// gradients (dh = grad_h + dh_carry, dc = grad_c + dc_carry), the pre-activation gradients d_pre [4H]
+// and the gradient of the previous cell state, written over dc_carry.
+template <typename T>
+HAPRUNED_INLINE void gates_backward_row(const T* act, const T* c_prev, const T* c_new, const T* grad_h,
+                                        const T* dh_carry, const T* grad_c, T* dc_carry, T* d_pre, int64_t H) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
+    const T tc = tanh_(c_new[j]);
+    const T dh = grad_h[j] + dh_carry[j];
+    const T dc = grad_c[j] + dc_carry[j] + dh * o * (T(1) - tc * tc);
+    d_pre[j] = dc * g * i * (T(1) - i);
+    d_pre[H + j] = dc * c_prev[j] * f * (T(1) - f);
+    d_pre[2 * H + j] = dc * i * (T(1) - g * g);
+    d_pre[3 * H + j] = dh * tc * o * (T(1) - o);
+    dc_carry[j] = dc * f;
+  }
+}
+
+// Rows r in [begin, end), r = g * B + b, of [G, B, *] arrays; the gates-like arrays have a group
+// stride of their own. The SIMD clones sit on these range functions, not on the parallel_for
+// lambdas that call them, so the vectorised code is what runs inside the thread pool.
+template <typename T>
+HAPRUNED_SIMD_CLONES void gates_forward_rows(int64_t begin, int64_t end, T* pre, int64_t pre_group_stride,
+                                             const T* rec, const T* c_prev, T* c_new, T* h_new, int64_t B,
+                                             int64_t H) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t g = r / B, b = r % B;
+    gates_forward_row(pre + g * pre_group_stride + b * 4 * H, rec ? rec + r * 4 * H : nullptr, c_prev + r * H,
+                      c_new + r * H, h_new + r * H, H);
+  }
+}
+
+template <typename T>
+HAPRUNED_SIMD_CLONES void gates_backward_rows(int64_t begin, int64_t end, const T* act, T* d_pre,
+                                              int64_t group_stride, const T* c_prev, const T* c_new,
+                                              const T* grad_h, const T* dh_carry, const T* grad_c, T* dc_carry,
+                                              int64_t B, int64_t H) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t off = (r / B) * group_stride + (r % B) * 4 * H;
+    gates_backward_row(act + off, c_prev + r * H, c_new + r * H, grad_h + r * H, dh_carry + r * H, grad_c + r * H,
+                       dc_carry + r * H, d_pre + off, H);
+  }
+}
+
+// Masks are read as stored: the weights' dtype or bool (a quarter of the memory traffic for float).
+template <typename T, typename M>
+HAPRUNED_INLINE T masked_dot(const T* w, const M* mask, const T* v, int64_t n) {
+  T sum = 0;
+  if (mask != nullptr) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < n; ++k) sum += w[k] * static_cast<T>(mask[k]) * v[k];
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t k = 0; k < n; ++k) sum += w[k] * v[k];
+  }
+  return sum;
+}
+
+// The small-batch single step for groups [begin, end): masked mat-vec products straight from the
+// weights and masks (no masked copy), then the gate loop. Every pointer is to a contiguous [G, ...] array.
+template <typename T, typename M>
+HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, const T* x, const T* h, const T* c,
+                                                   const T* w_ih, const T* w_hh, const T* bias, const M* mask_ih,
+                                                   const M* mask_hh, T* gates, T* h_new, T* c_new, int64_t B,
+                                                   int64_t I, int64_t H) {
+  for (int64_t g = begin; g < end; ++g) {
+    for (int64_t row = 0; row < 4 * H; ++row) {
+      const int64_t wi = (g * 4 * H + row) * I, wh = (g * 4 * H + row) * H;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = g * B + b;
+        gates[r * 4 * H + row] = bias[g * 4 * H + row] +
+                                 masked_dot(w_ih + wi, mask_ih ? mask_ih + wi : nullptr, x + r * I, I) +
+                                 masked_dot(w_hh + wh, mask_hh ? mask_hh + wh : nullptr, h + r * H, H);
+      }
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = g * B + b;
+      gates_forward_row(gates + r * 4 * H, static_cast<const T*>(nullptr), c + r * H, c_new + r * H, h_new + r * H,
+                        H);
+    }
+  }
+}
+
+// Batches up to this size take the fused single-step path (measured on AVX2: beyond it the GEMM wins).
+constexpr int64_t kFusedMaxBatch = 4;
+
+at::Tensor masked_weight(const at::Tensor& weight, const c10::optional<at::Tensor>& mask) {
+  return mask ? weight * *mask : weight;  // a bool mask promotes to the weight's dtype
+}
+
+// Forward of T steps into preallocated outputs: y, cs [T,G,B,H] and gates [G,T,B,4H]; x [T,G,B,I].
+void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const at::Tensor& bias, const c10::optional<at::Tensor>& mask_ih,
+                  const c10::optional<at::Tensor>& mask_hh, const LstmShape& s, at::Tensor& y, at::Tensor& cs,
+                  at::Tensor& gates) {
+  const auto [T, G, B, I, H] = s;
+  if (B == 0 || H == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_lstm_forward_cpu", [&] {
+    if (T == 1 && B <= kFusedMaxBatch) {
+      auto run = [&](auto* m_ih, auto* m_hh) {
+        using mask_t = std::remove_const_t<std::remove_pointer_t<decltype(m_ih)>>;
+        at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+          fused_small_batch_groups<scalar_t, mask_t>(
+              begin, end, x.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
+              w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), m_ih, m_hh,
+              gates.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(), B, I, H);
+        });
+      };
+      // Both masks in one type: bool when both are bool (or absent), else the weights' dtype.
+      const bool as_bool = (!mask_ih || mask_ih->scalar_type() == at::kBool) &&
+                           (!mask_hh || mask_hh->scalar_type() == at::kBool);
+      auto typed = [&](const c10::optional<at::Tensor>& mask) {
+        return mask ? c10::optional<at::Tensor>(as_bool ? *mask : mask->to(x.scalar_type())) : mask;
+      };
+      const c10::optional<at::Tensor> m_ih = typed(mask_ih), m_hh = typed(mask_hh);
+      if (as_bool) {
+        // Read as bytes: GCC vectorises uint8 -> float conversions, not bool ones.
+        auto bytes = [](const c10::optional<at::Tensor>& m) {
+          return m ? reinterpret_cast<const uint8_t*>(m->data_ptr<bool>()) : static_cast<const uint8_t*>(nullptr);
+        };
+        run(bytes(m_ih), bytes(m_hh));
+      } else {
+        run(m_ih ? m_ih->data_ptr<scalar_t>() : static_cast<scalar_t*>(nullptr),
+            m_hh ? m_hh->data_ptr<scalar_t>() : static_cast<scalar_t*>(nullptr));
+      }
+      return;
+    }
+    const at::Tensor w_ih_t = masked_weight(w_ih, mask_ih).transpose(1, 2);
+    const at::Tensor w_hh_t = masked_weight(w_hh, mask_hh).transpose(1, 2);
+    // Input projection of every step at once, straight into gates ([G, T*B, 4H]).
+    const at::Tensor x_by_group = T == 1 ? x.view({G, B, I}) : x.permute({1, 0, 2, 3}).reshape({G, T * B, I});
+    at::Tensor gates_flat = gates.view({G, T * B, 4 * H});
+    at::baddbmm_out(gates_flat, bias.unsqueeze(1), x_by_group, w_ih_t);
+    at::Tensor recurrent = at::empty({G, B, 4 * H}, x.options());
+    scalar_t* gates_ptr = gates.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      const at::Tensor h_prev = t == 0 ? h0 : y[t - 1];
+      at::bmm_out(recurrent, h_prev, w_hh_t);
+      const scalar_t* c_prev = (t == 0 ? c0 : cs[t - 1]).data_ptr<scalar_t>();
+      scalar_t *pre = gates_ptr + t * B * 4 * H, *rec = recurrent.data_ptr<scalar_t>();
+      scalar_t *c_new = cs[t].data_ptr<scalar_t>(), *h_new = y[t].data_ptr<scalar_t>();
+      at::parallel_for(0, G * B, 16, [&](int64_t begin, int64_t end) {
+        gates_forward_rows<scalar_t>(begin, end, pre, T * B * 4 * H, rec, c_prev, c_new, h_new, B, H);
+      });
+    }
+  });
+}
+
+// Backward of T steps into preallocated gradients (shapes of their inputs; grad_x [T,G,B,I]).
+void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at::Tensor& x, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const c10::optional<at::Tensor>& mask_ih, const c10::optional<at::Tensor>& mask_hh,
+                   const at::Tensor& y, const at::Tensor& cs, const at::Tensor& gates, const LstmShape& s,
+                   at::Tensor& grad_x, at::Tensor& grad_h0, at::Tensor& grad_c0, at::Tensor& grad_w_ih,
+                   at::Tensor& grad_w_hh, at::Tensor& grad_bias) {
+  const auto [T, G, B, I, H] = s;
+  if (B == 0 || H == 0) {
+    for (at::Tensor* grad : {&grad_x, &grad_h0, &grad_c0, &grad_w_ih, &grad_w_hh, &grad_bias}) grad->zero_();
+    return;
+  }
+  const at::Tensor w_ih_eff = masked_weight(w_ih, mask_ih);
+  const at::Tensor w_hh_eff = masked_weight(w_hh, mask_hh);
+  at::Tensor d_pre = at::empty({G, T, B, 4 * H}, x.options());  // gradients of the pre-activations
+  at::Tensor dh_carry = at::zeros({G, B, H}, x.options());
+  grad_c0.zero_();  // carries dc from step to step, ends as the gradient of c0
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_lstm_backward_cpu", [&] {
+    const scalar_t* act = gates.data_ptr<scalar_t>();
+    scalar_t* d_pre_ptr = d_pre.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* c_prev = (t == 0 ? c0 : cs[t - 1]).data_ptr<scalar_t>();
+      const scalar_t *c_new = cs[t].data_ptr<scalar_t>(), *grad_h = grad_y[t].data_ptr<scalar_t>();
+      const scalar_t *grad_c = grad_cs[t].data_ptr<scalar_t>(), *dh = dh_carry.data_ptr<scalar_t>();
+      scalar_t* dc = grad_c0.data_ptr<scalar_t>();
+      at::parallel_for(0, G * B, 16, [&](int64_t begin, int64_t end) {
+        gates_backward_rows<scalar_t>(begin, end, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H, T * B * 4 * H,
+                                      c_prev, c_new, grad_h, dh, grad_c, dc, B, H);
+      });
+      at::Tensor dh_target = t == 0 ? grad_h0 : dh_carry;
+      at::bmm_out(dh_target, d_pre.select(1, t), w_hh_eff);
+    }
+  });
+  const at::Tensor d_pre_flat = d_pre.view({G, T * B, 4 * H});
+  // Inputs of every step, grouped: x and the previous hidden state ([h0, y[0..T-2]]).
+  const at::Tensor x_by_group = T == 1 ? x.view({G, B, I}) : x.permute({1, 0, 2, 3}).reshape({G, T * B, I});
+  const at::Tensor h_by_group =
+      T == 1 ? h0 : at::cat({h0.unsqueeze(1), y.slice(0, 0, T - 1).permute({1, 0, 2, 3})}, 1).view({G, T * B, H});
+  at::bmm_out(grad_w_ih, d_pre_flat.transpose(1, 2), x_by_group);
+  at::bmm_out(grad_w_hh, d_pre_flat.transpose(1, 2), h_by_group);
+  if (mask_ih) grad_w_ih.mul_(*mask_ih);
+  if (mask_hh) grad_w_hh.mul_(*mask_hh);
+  at::sum_out(grad_bias, d_pre_flat, {1});
+  if (T == 1) {
+    at::Tensor grad_x_view = grad_x.view({G, B, I});
+    at::bmm_out(grad_x_view, d_pre_flat, w_ih_eff);
+  } else {
+    grad_x.copy_(at::bmm(d_pre_flat, w_ih_eff).view({G, T, B, I}).permute({1, 0, 2, 3}));
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_lstm_cell_cpu(
+    const at::Tensor& x, const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& bias, const c10::optional<at::Tensor>& mask_ih, const c10::optional<at::Tensor>& mask_hh) {
+  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false, /*bool_masks=*/true);
+  check_bias(bias, x, s);
+  at::Tensor h_new = at::empty_like(h), c_new = at::empty_like(c);
+  at::Tensor gates = at::empty({s.G, s.B, 4 * s.H}, x.options());
+  at::Tensor y = h_new.unsqueeze(0), cs = c_new.unsqueeze(0);
+  lstm_forward(x.unsqueeze(0), h, c, w_ih, w_hh, bias, mask_ih, mask_hh, s, y, cs, gates);
+  return {h_new, c_new, gates};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> masked_lstm_cell_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
+    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& gates, const at::Tensor& c_new) {
+  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false, /*bool_masks=*/true);
+  check_tensor(grad_h, "grad_h", 3, x);
+  check_shape(grad_h, "grad_h", h.sizes());
+  check_tensor(grad_c, "grad_c", 3, x);
+  check_shape(grad_c, "grad_c", h.sizes());
+  check_tensor(gates, "gates", 3, x);
+  check_shape(gates, "gates", {s.G, s.B, 4 * s.H});
+  check_tensor(c_new, "c_new", 3, x);
+  check_shape(c_new, "c_new", h.sizes());
+  at::Tensor grad_x = at::empty_like(x), grad_h0 = at::empty_like(h), grad_c0 = at::empty_like(c);
+  at::Tensor grad_w_ih = at::empty_like(w_ih), grad_w_hh = at::empty_like(w_hh);
+  at::Tensor grad_bias = at::empty({s.G, 4 * s.H}, x.options());
+  at::Tensor grad_x_seq = grad_x.unsqueeze(0);
+  lstm_backward(grad_h.unsqueeze(0), grad_c.unsqueeze(0), x.unsqueeze(0), h, c, w_ih, w_hh, mask_ih, mask_hh,
+                at::Tensor() /* y is only read for T > 1 */, c_new.unsqueeze(0), gates, s, grad_x_seq, grad_h0,
+                grad_c0, grad_w_ih, grad_w_hh, grad_bias);
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_lstm_seq_cpu(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& bias, const c10::optional<at::Tensor>& mask_ih, const c10::optional<at::Tensor>& mask_hh) {
+  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true, /*bool_masks=*/true);
+  check_bias(bias, x, s);
+  at::Tensor y = at::empty({s.T, s.G, s.B, s.H}, x.options()), cs = at::empty_like(y);
+  at::Tensor gates = at::empty({s.G, s.T, s.B, 4 * s.H}, x.options());
+  lstm_forward(x, h0, c0, w_ih, w_hh, bias, mask_ih, mask_hh, s, y, cs, gates);
+  return {y, cs, gates};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> masked_lstm_seq_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_cs, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
+    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& y, const at::Tensor& cs, const at::Tensor& gates) {
+  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true, /*bool_masks=*/true);
+  for (auto [tensor, name] : {std::pair{&grad_y, "grad_y"}, {&grad_cs, "grad_cs"}, {&y, "y"}, {&cs, "cs"}}) {
+    check_tensor(*tensor, name, 4, x);
+    check_shape(*tensor, name, {s.T, s.G, s.B, s.H});
+  }
+  check_tensor(gates, "gates", 4, x);
+  check_shape(gates, "gates", {s.G, s.T, s.B, 4 * s.H});
+  at::Tensor grad_x = at::empty_like(x), grad_h0 = at::empty_like(h0), grad_c0 = at::empty_like(c0);
+  at::Tensor grad_w_ih = at::empty_like(w_ih), grad_w_hh = at::empty_like(w_hh);
+  at::Tensor grad_bias = at::empty({s.G, 4 * s.H}, x.options());
+  lstm_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates, s, grad_x, grad_h0,
+                grad_c0, grad_w_ih, grad_w_hh, grad_bias);
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hapruned, CPU, m) {
+  m.impl("masked_lstm_cell", &masked_lstm_cell_cpu);
+  m.impl("masked_lstm_cell_backward", &masked_lstm_cell_backward_cpu);
+  m.impl("masked_lstm_seq", &masked_lstm_seq_cpu);
+  m.impl("masked_lstm_seq_backward", &masked_lstm_seq_backward_cpu);
+}
+
+}  // namespace hapruned

@@ -1,0 +1,292 @@
+"""The masked LSTM ops (cell and sequence) against their reference twins, torch.nn.LSTMCell,
+gradcheck, opcheck and torch.compile; the fallback without the compiled extension; bad input."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import hapruned
+from hapruned import ops
+TOLERANCE = {torch.float32: {"atol": 2e-5, "rtol": 1e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
+
+
+def _mask(shape, sparsity, generator, dtype=torch.bool):
+    """A random mask with exactly round(sparsity * n) zeros per group."""
+    groups, n = shape[0], shape[1] * shape[2]
+    scores = torch.rand(groups, n, generator=generator)
+    keep = ops.reference_magnitude_prune_mask(scores, sparsity)
+    return keep.reshape(shape).to(dtype)
+
+
+def _inputs(groups, batch, inputs, hidden, dtype, device, sparsity=0.5, steps=None, non_contiguous=False, seed=0):
+    """Random LSTM arguments; x has a leading time axis when ``steps`` is given. With ``non_contiguous``
+    every tensor is a strided view (every other element of a twice-as-wide tensor)."""
+    gen = torch.Generator().manual_seed(seed)
+    x_shape = (groups, batch, inputs) if steps is None else (steps, groups, batch, inputs)
+    shapes = [x_shape, (groups, batch, hidden), (groups, batch, hidden), (groups, 4 * hidden, inputs),
+              (groups, 4 * hidden, hidden), (groups, 4 * hidden)]
+
+    def make(shape):
+        if non_contiguous:
+            return torch.randn(*shape[:-1], 2 * shape[-1], generator=gen, dtype=dtype)[..., ::2].to(device)
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    tensors = [make(s) for s in shapes]
+    tensors[3] = tensors[3] * 0.5  # keep gates out of deep saturation so gradients are informative
+    tensors[4] = tensors[4] * 0.3
+    masks = [None, None]
+    if sparsity is not None:
+        masks = [_mask(tensors[k].shape, sparsity, gen).to(device) for k in (3, 4)]
+    return tensors, masks
+
+
+def _grads(fn, tensors, masks):
+    """Outputs and gradients of all tensor inputs under a loss that weights every output element."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    y, (h, c) = fn(*leaves, *masks) if leaves[0].ndim == 4 else (None, fn(*leaves, *masks))
+    gen = torch.Generator().manual_seed(1)
+    outputs = [o for o in (y, h, c) if o is not None]
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device)).sum() for o in outputs)
+    loss.backward()
+    return [o.detach() for o in outputs], [leaf.grad for leaf in leaves]
+
+
+def _assert_close(actual, expected, dtype, what):
+    for k, (a, e) in enumerate(zip(actual, expected)):
+        print(f"{what}[{k}] max |diff| = {(a - e).abs().max().item():.3g}")
+        torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+
+
+def _check_cell_matches_reference(device, dtype, groups, sparsity, non_contiguous):
+    for batch in (1, 3, 17):  # the fused small-batch path and the GEMM path
+        tensors, masks = _inputs(groups, batch, 9, 13, dtype, device, sparsity, non_contiguous=non_contiguous)
+        out, grads = _grads(ops.masked_lstm_cell, tensors, masks)
+        ref_out, ref_grads = _grads(ops.reference_masked_lstm_cell, tensors, masks)
+        _assert_close(out, ref_out, dtype, f"cell B={batch} outputs")
+        _assert_close(grads, ref_grads, dtype, f"cell B={batch} grads")
+
+
+def _check_seq_matches_reference(device, dtype, groups, sparsity, non_contiguous):
+    for steps, batch in ((1, 2), (5, 3)):
+        tensors, masks = _inputs(groups, batch, 7, 11, dtype, device, sparsity, steps, non_contiguous)
+        out, grads = _grads(ops.masked_lstm, tensors, masks)
+        ref_out, ref_grads = _grads(ops.reference_masked_lstm, tensors, masks)
+        _assert_close(out, ref_out, dtype, f"seq T={steps} outputs")
+        _assert_close(grads, ref_grads, dtype, f"seq T={steps} grads")
+
+
+CASES = [
+    pytest.param(dtype, groups, sparsity, non_contiguous, id=f"{str(dtype)[6:]}-G{groups}-p{sparsity}-{'strided' if non_contiguous else 'dense'}")
+    for dtype, groups, sparsity, non_contiguous in [
+        (torch.float32, 1, None, False),
+        (torch.float32, 3, 0.0, True),
+        (torch.float32, 10, 0.5, False),
+        (torch.float32, 3, 0.95, False),
+        (torch.float32, 3, 1.0, True),
+        (torch.float64, 1, 0.5, True),
+        (torch.float64, 3, 0.95, False),
+        (torch.float64, 10, None, False),
+    ]
+]
+
+
+@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
+def test_cell_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
+    _check_cell_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
+def test_cell_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
+    _check_cell_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
+
+
+@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
+def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
+    _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
+def test_seq_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
+    _check_seq_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
+
+
+def test_masks_zero_the_pruned_connections():
+    """With every weight pruned the gates see only the bias, and float masks act like bool ones."""
+    tensors, _ = _inputs(3, 2, 5, 6, torch.float64, "cpu", None)
+    x, h, c, w_ih, w_hh, bias = tensors
+    zeros_ih, zeros_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+    out = ops.masked_lstm_cell(x, h, c, w_ih, w_hh, bias, zeros_ih.bool(), zeros_hh.bool())
+    expected = ops.masked_lstm_cell(torch.zeros_like(x), torch.zeros_like(h), c, w_ih, w_hh, bias)
+    _assert_close(out, expected, torch.float64, "all pruned")
+    _, (mask_ih, mask_hh) = _inputs(3, 2, 5, 6, torch.float64, "cpu", 0.5)
+    as_float = ops.masked_lstm_cell(*tensors, mask_ih.double(), mask_hh.double())
+    as_bool = ops.masked_lstm_cell(*tensors, mask_ih, mask_hh)
+    _assert_close(as_float, as_bool, torch.float64, "float vs bool mask")
+
+
+def test_reference_matches_lstm_cell_per_group():
+    """The twin itself: each group equals torch.nn.LSTMCell with that group's weights."""
+    tensors, _ = _inputs(3, 4, 5, 7, torch.float64, "cpu", None)
+    x, h, c, w_ih, w_hh, bias = tensors
+    h_new, c_new = ops.reference_masked_lstm_cell(*tensors)
+    for g in range(3):
+        cell = torch.nn.LSTMCell(5, 7, dtype=torch.float64)
+        with torch.no_grad():
+            cell.weight_ih.copy_(w_ih[g])
+            cell.weight_hh.copy_(w_hh[g])
+            cell.bias_ih.copy_(bias[g])
+            cell.bias_hh.zero_()
+        expected = cell(x[g], (h[g], c[g]))
+        _assert_close((h_new[g], c_new[g]), expected, torch.float64, f"group {g} vs LSTMCell")
+
+
+def _check_gradcheck(device):
+    for batch in (1, 3):
+        tensors, masks = _inputs(2, batch, 3, 4, torch.float64, device, 0.5)
+        leaves = [t.requires_grad_() for t in tensors]
+        assert torch.autograd.gradcheck(lambda *a: ops.masked_lstm_cell(*a, *masks), leaves)
+    tensors, masks = _inputs(2, 2, 3, 4, torch.float64, device, 0.5, steps=3)
+    leaves = [t.requires_grad_() for t in tensors]
+    def flat_seq(*args):
+        y, (h, c) = ops.masked_lstm(*args, *masks)
+        return y, c  # h is y[-1]
+
+    assert torch.autograd.gradcheck(flat_seq, leaves)
+
+
+def test_gradcheck_cpu():
+    _check_gradcheck("cpu")
+
+
+@pytest.mark.cuda
+def test_gradcheck_cuda():
+    _check_gradcheck("cuda")
+
+
+def _check_opcheck(device):
+    cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None)]
+    if device == "cpu":  # the CPU kernels also take bool masks as they are
+        cases.append((1, 0.5, torch.bool))
+    for batch, sparsity, mask_dtype in cases:
+        tensors, masks = _inputs(2, batch, 3, 4, torch.float32, device, sparsity)
+        masks = [m if m is None else m.to(mask_dtype) for m in masks]
+        torch.library.opcheck(torch.ops.hapruned.masked_lstm_cell.default, [t.requires_grad_() for t in tensors] + masks)
+        seq_tensors, _ = _inputs(2, batch, 3, 4, torch.float32, device, None, steps=3)
+        torch.library.opcheck(torch.ops.hapruned.masked_lstm_seq.default, [t.requires_grad_() for t in seq_tensors] + masks)
+        x, h, c, w_ih, w_hh, bias = (t.detach() for t in tensors)
+        h_new, c_new, gates = torch.ops.hapruned.masked_lstm_cell(x, h, c, w_ih, w_hh, bias, *masks)
+        backward_args = [torch.randn_like(h_new), torch.randn_like(c_new), x, h, c, w_ih, w_hh, *masks, gates, c_new]
+        torch.library.opcheck(torch.ops.hapruned.masked_lstm_cell_backward.default, backward_args)
+
+
+def test_opcheck_cpu():
+    _check_opcheck("cpu")
+
+
+@pytest.mark.cuda
+def test_opcheck_cuda():
+    _check_opcheck("cuda")
+
+
+def _check_compile(device):
+    tensors, masks = _inputs(2, 3, 4, 5, torch.float32, device, 0.5, steps=2)
+
+    def step(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh):
+        y, (h_n, c_n) = ops.masked_lstm(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh)
+        h_next, c_next = ops.masked_lstm_cell(x[-1], h_n, c_n, w_ih, w_hh, bias, mask_ih, mask_hh)
+        return y.sum(0), h_next, c_next
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    expected = step(*tensors, *masks)
+    actual = compiled(*tensors, *masks)
+    _assert_close(actual, expected, torch.float32, "compiled")
+
+
+def test_compile_cpu():
+    _check_compile("cpu")
+
+
+@pytest.mark.cuda
+def test_compile_cuda():
+    _check_compile("cuda")
+
+
+def test_reference_fallback_without_extension():
+    """Without hapruned._C, import warns once and the ops run on the references (a fresh interpreter)."""
+    script = (
+        "import sys, warnings\n"
+        "sys.modules['hapruned._C'] = None\n"  # makes `from hapruned import _C` raise ImportError
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import hapruned, hapruned.ops, hapruned.nn\n"
+        "    import importlib; importlib.import_module('hapruned.ops')\n"
+        "messages = [str(w.message) for w in caught if 'hapruned._C' in str(w.message)]\n"
+        "assert len(messages) == 1, messages\n"
+        "assert not hapruned.HAS_EXTENSION\n"
+        "import torch\n"
+        "from hapruned import ops\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "args = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True) for s in\n"
+        "        [(2, 3, 4), (2, 3, 5), (2, 3, 5), (2, 20, 4), (2, 20, 5), (2, 20)]]\n"
+        "assert torch.autograd.gradcheck(lambda *a: ops.masked_lstm_cell(*a), args)\n"
+        "w = torch.randn(3, 50, generator=g)\n"
+        "assert torch.equal(ops.magnitude_prune_mask(w, 0.3), ops.reference_magnitude_prune_mask(w, 0.3))\n"
+        "y, _ = hapruned.nn.GroupedLSTM(2, 4, 5, 2)(torch.randn(3, 2, 1, 4))\n"
+        "assert y.shape == (3, 2, 1, 5)\n"
+        "print('fallback ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fallback ok" in result.stdout
+
+
+def _valid_args():
+    tensors, masks = _inputs(3, 2, 4, 5, torch.float32, "cpu", 0.5)
+    return dict(zip(["x", "h", "c", "w_ih", "w_hh", "bias", "mask_ih", "mask_hh"], tensors + masks))
+
+
+BAD_CELL_INPUTS = [
+    ("x", lambda a: a["x"][0], "x must be"),
+    ("h", lambda a: a["h"][:, :1], "h must have shape"),
+    ("c", lambda a: a["c"][:2], "c must have shape"),
+    ("w_ih", lambda a: a["w_ih"][:, :, :3], "w_ih must have shape"),
+    ("w_hh", lambda a: a["w_hh"][:, :8], "w_hh must have shape"),
+    ("bias", lambda a: a["bias"][:2], "bias must have shape"),
+    ("w_hh", lambda a: a["w_hh"].double(), "w_hh must have the dtype"),
+    ("x", lambda a: a["x"].long(), "x must be float32 or float64"),
+    ("mask_ih", lambda a: a["mask_ih"][:, :4], "mask_ih must have the shape"),
+    ("mask_hh", lambda a: a["mask_hh"].int(), "mask_hh must be bool or floating"),
+    ("h", lambda a: a["h"].to("meta"), "h must be on the device"),
+]
+
+
+@pytest.mark.parametrize("name, corrupt, message", BAD_CELL_INPUTS, ids=[f"{n}:{m}" for n, _, m in BAD_CELL_INPUTS])
+def test_cell_bad_input_names_the_argument(name, corrupt, message):
+    args = _valid_args()
+    args[name] = corrupt(args)
+    with pytest.raises((ValueError, TypeError), match=message):
+        ops.masked_lstm_cell(**args)
+
+
+def test_seq_bad_input_names_the_argument():
+    args = _valid_args()
+    x_seq = args.pop("x")
+    with pytest.raises(ValueError, match="x_seq must be"):
+        ops.masked_lstm(x_seq, args.pop("h"), args.pop("c"), **args)
+    args = _valid_args()
+    with pytest.raises(ValueError, match="x_seq must hold at least one time step"):
+        ops.masked_lstm(args["x"][None, :0].expand(0, -1, -1, -1), args["h"], args["c"], args["w_ih"], args["w_hh"], args["bias"])
+
+
+@pytest.mark.skipif(not hapruned.HAS_EXTENSION, reason="needs the compiled extension")
+def test_compiled_op_checks_its_inputs():
+    """Direct torch.ops calls (bypassing the wrapper) still get an error naming the argument."""
+    args = _valid_args()
+    args["mask_hh"] = args["mask_hh"].float()[:, :8]
+    args["mask_ih"] = args["mask_ih"].float()
+    with pytest.raises(RuntimeError, match="mask_hh"):
+        torch.ops.hapruned.masked_lstm_cell(*args.values())
