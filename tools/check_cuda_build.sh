@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Compile-checks the CUDA kernels (csrc/cuda/*.cu) on a machine without a GPU.
+#
+#   tools/check_cuda_build.sh          nvcc -c each .cu for sm_90 with the flags of setup.py, warnings as errors
+#   tools/check_cuda_build.sh --full   also builds the whole extension with HAPRUNED_CUDA=1 in a temporary
+#                                      copy of the repository, loads it and checks that every op has a
+#                                      CUDA kernel registered (no GPU needed to load)
+#
+# Needs nvcc (CUDA_HOME, default /usr/local/cuda) and a CUDA build of torch. The installed torch is
+# usually a CPU build, so a separate virtualenv holds a CUDA one (TORCH_PYTHON, default
+# /work/cuda_env/bin/python); create it once with
+#   python -m venv /work/cuda_env && /work/cuda_env/bin/pip install torch numpy setuptools
+# The kernels are only compiled here: they have not run unless a GPU test run says so.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+torch_python="${TORCH_PYTHON:-/work/cuda_env/bin/python}"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+arch="${CUDA_ARCH:-90}"
+nvcc="$CUDA_HOME/bin/nvcc"
+
+[[ -x "$torch_python" ]] || { echo "no python with a CUDA torch at $torch_python (set TORCH_PYTHON)" >&2; exit 2; }
+[[ -x "$nvcc" ]] || { echo "no nvcc at $nvcc (set CUDA_HOME)" >&2; exit 2; }
+read -r torch_version torch_cuda torch_dir < <("$torch_python" -c \
+  "import os, torch; print(torch.__version__, torch.version.cuda, os.path.dirname(torch.__file__))" 2>/dev/null)
+[[ "$torch_cuda" != "None" ]] || { echo "$torch_python has a CPU-only torch ($torch_version)" >&2; exit 2; }
+echo "torch $torch_version (CUDA $torch_cuda), $("$nvcc" --version | tail -1), sm_$arch"
+
+# The flags torch.utils.cpp_extension passes for a CUDAExtension, plus setup.py's nvcc flags.
+flags=(
+  -std=c++20 -O3 --use_fast_math --expt-relaxed-constexpr
+  -gencode "arch=compute_$arch,code=sm_$arch"
+  -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
+  -D__CUDA_NO_HALF2_OPERATORS__ -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C
+  -D_GLIBCXX_USE_CXX11_ABI=1
+  -isystem "$torch_dir/include" -isystem "$torch_dir/include/torch/csrc/api/include"
+  -Xcompiler -fPIC -Xcompiler -Wall -Werror all-warnings
+  -Xptxas -warn-spills -Xptxas -warn-lmem-usage
+)
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+for source in "$repo"/csrc/cuda/*.cu; do
+  echo "nvcc -c ${source#"$repo"/}"
+  "$nvcc" "${flags[@]}" -c "$source" -o "$out/$(basename "$source").o"
+done
+echo "compiled: $(ls "$out" | wc -l) object(s), no errors, no warnings"
+
+if [[ "${1:-}" == "--full" ]]; then
+  # Only the files a build reads, so the copy is small and the checkout stays untouched.
+  mkdir -p "$out/repo"
+  (cd "$repo" && cp -r setup.py pyproject.toml csrc hapruned "$out/repo/")
+  [[ -f "$repo/README.md" ]] && cp "$repo/README.md" "$out/repo/"
+  echo "building the extension with HAPRUNED_CUDA=1 in $out/repo"
+  (cd "$out/repo" && HAPRUNED_CUDA=1 TORCH_CUDA_ARCH_LIST="${arch:0:1}.${arch:1}" MAX_JOBS="${MAX_JOBS:-2}" \
+    "$torch_python" setup.py -q build_ext --inplace > "$out/build.log" 2>&1) || { cat "$out/build.log"; exit 1; }
+  (cd "$out/repo" && "$torch_python" - <<'EOF'
+import glob, torch
+library = glob.glob("hapruned/_C*.so")[0]
+torch.ops.load_library(library)
+ops = ["magnitude_prune_mask", "masked_lstm_cell", "masked_lstm_cell_backward", "masked_lstm_seq",
+       "masked_lstm_seq_backward"]
+missing = [(op, key) for op in ops for key in ("CUDA", "CPU")
+           if not torch._C._dispatch_has_kernel_for_dispatch_key(f"hapruned::{op}", key)]
+assert not missing, f"kernels not registered: {missing}"
+print(f"loaded {library}: CUDA and CPU kernels registered for", ", ".join(ops))
+EOF
+  )
+fi
