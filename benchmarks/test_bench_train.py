@@ -1,0 +1,67 @@
+"""Training throughput (one iteration = rollout + PPO update + prune step), in agent-steps per second.
+
+hapruned's IAGCPPO against the straightforward implementation in ``naive_baseline.py`` (one
+``nn.LSTM`` per agent, one environment stepped at a time in Python), on the same config, in the same
+run. The naive case runs first; every hapruned case records its speed-up over it in
+``extra_info["speedup_vs_naive"]``.
+
+    python -m pytest benchmarks/test_bench_train.py --benchmark-only -s
+"""
+
+import pytest
+import torch
+
+import hapruned
+from hapruned.algos.config import TrainConfig
+from hapruned.algos.ppo import IAGCPPO
+from naive_baseline import NaiveIAGCPPO
+
+# the issue's measuring point: the paper's N, K, T with 16 episodes per iteration
+BENCH_CONFIG = dict(n_users=10, n_channels=5, horizon=100, envs_per_iteration=16, method="harmonic", sparsity=0.95)
+IMPLEMENTATIONS = {"naive": NaiveIAGCPPO, "hapruned": IAGCPPO}
+# naive iterations take tens of seconds, so it gets a single timed round
+ROUNDS = {"naive": 1, "hapruned": 3}
+
+throughput = {}  # implementation -> agent-steps per second, shared by the cases of one run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    hapruned.set_num_threads(2)
+
+
+def measure(benchmark, algo, name, rounds):
+    iteration = iter(range(1, 1_000_000))
+    steps = []
+
+    def one_iteration():
+        steps.append(algo.train_iteration(next(iteration))["agent_steps"])
+        if algo.config.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(one_iteration, rounds=rounds, iterations=1, warmup_rounds=1)
+    rate = steps[-1] / benchmark.stats.stats.mean
+    throughput[name] = rate
+    benchmark.extra_info["agent_steps_per_iteration"] = steps[-1]
+    benchmark.extra_info["agent_steps_per_s"] = rate
+    if name != "naive" and "naive" in throughput:
+        benchmark.extra_info["speedup_vs_naive"] = rate / throughput["naive"]
+    speedup = benchmark.extra_info.get("speedup_vs_naive")
+    print(f"\n{name}: {rate:.0f} agent-steps/s" + (f", {speedup:.1f}x the naive baseline" if speedup else ""))
+
+
+@pytest.mark.benchmark(group="train-iteration-cpu")
+@pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
+def test_train_throughput_cpu(benchmark, name):
+    config = TrainConfig.preset("fast", **BENCH_CONFIG, device="cpu")
+    measure(benchmark, IMPLEMENTATIONS[name](config), name, ROUNDS[name])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.benchmark(group="train-iteration-cuda")
+@pytest.mark.parametrize("envs", [256, 1024])
+def test_train_throughput_cuda(benchmark, envs):
+    """hapruned on the GPU at many environments per iteration (compare with the CPU cases above)."""
+    config = TrainConfig.preset("fast", **{**BENCH_CONFIG, "envs_per_iteration": envs}, minibatches=4, device="cuda")
+    measure(benchmark, IAGCPPO(config), f"hapruned-cuda-{envs}", rounds=3)

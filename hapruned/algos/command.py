@@ -1,0 +1,90 @@
+"""``hapruned train``: train IAGC-PPO actors with a sparsity schedule into a run directory.
+
+Every :class:`~hapruned.algos.config.TrainConfig` field has a flag (generated, so each is described
+once); the chosen ``--preset`` supplies the values of the flags not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hapruned.algos.config import PRESETS, TrainConfig
+from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train pruned LSTM actors with IAGC-PPO",
+        description="Train N independent LSTM actors and a global critic with PPO, pruning the actors "
+        "under a sparsity schedule. Writes config.json, metrics.jsonl, checkpoint.pt and summary.json "
+        "to --out.",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", required=True, metavar="DIR", help="run directory (must be empty unless --resume)")
+    run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                     help="values of the flags not given for a new run: paper (as published) or fast "
+                     "(default: paper); a resumed run keeps its own config")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its config")
+    run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
+                     help="iterations between checkpoints; one is always written at the end (default: 25)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch and numba threads (default: their own defaults)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, no progress bar")
+    add_dataclass_arguments(parser, TrainConfig)
+    parser.set_defaults(func=functools.partial(run_train, parser=parser))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The base config with every flag the user gave replaced (ValueError on a bad value).
+
+    The base is the ``--preset``, or with ``--resume`` the config the run in ``--out`` started with,
+    so that ``hapruned train --out DIR --resume`` needs no other flag.
+    """
+    from hapruned.algos.trainer import CONFIG_FILE, load_config
+
+    if args.resume and (Path(args.out) / CONFIG_FILE).exists():
+        return dataclass_from_args(load_config(args.out), args)
+    return dataclass_from_args(TrainConfig.preset(args.preset), args)
+
+
+def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # imported here so that `hapruned --help` stays quick
+    import hapruned
+    from hapruned.algos.trainer import RunDirError, TrainingDiverged, check_device, train
+
+    try:
+        config = config_from_args(args)
+        check_device(config.device)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        hapruned.set_num_threads(args.threads)
+    try:
+        summary = train(config, args.out, resume=args.resume, progress=not args.json,
+                        checkpoint_every=args.checkpoint_every)
+    except RunDirError as err:
+        parser.error(str(err))
+    except TrainingDiverged as err:
+        print(f"hapruned train: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        per_seed = ", ".join(f"seed {s}: {r:.1f}" for s, r in zip(summary["seeds"], summary["final_eval_reward_per_seed"]))
+        sparsity = summary["sparsity_per_agent"]
+        mean_sparsity = "n/a" if sparsity is None else f"{float(np.mean(sparsity)):.4f}"
+        print(f"final eval reward {summary['final_eval_reward']:.1f} ({per_seed}); "
+              f"mean actor sparsity {mean_sparsity}; run in {summary['out_dir']}")
+    return 0
