@@ -346,3 +346,19 @@ def test_encoder_batched_shapes_and_out_buffer():
 def test_encoder_rejects_bad_input(obs, n_channels, match):
     with pytest.raises(ValueError, match=match):
         encode_observations(obs, n_channels)
+
+
+def test_rng_states_round_trip_replays_the_episode():
+    config = DSAConfig.setup("B")
+    first = BatchedDSAEnv(config, 3, seed=11)
+    saved = first.rng_states
+    first.reset()
+    actions = np.ones((3, config.n_users), dtype=np.int64)
+    expected = first.step(actions)
+    second = BatchedDSAEnv(config, 3, seed=99)
+    second.rng_states = saved
+    second.reset()
+    for got, want in zip(second.step(actions), expected):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="rng_states"):
+        second.rng_states = saved[:2]

@@ -86,7 +86,7 @@ def test_seed_init_does_not_depend_on_the_other_seeds():
         torch.testing.assert_close(p, dict(together.actor.named_parameters())[name][N:], rtol=0, atol=0)
     for name, p in alone.critic.named_parameters():
         torch.testing.assert_close(p, dict(together.critic.named_parameters())[name][1:], rtol=0, atol=0)
-    assert (alone.env._states == together.env._states[SMALL["envs_per_iteration"]:]).all()
+    assert (alone.env.rng_states == together.env.rng_states[SMALL["envs_per_iteration"]:]).all()
 
 
 @pytest.mark.parametrize("method,mode", [("harmonic", "regrow"), ("linear", "masked"), ("dense", "regrow")])

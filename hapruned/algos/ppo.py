@@ -141,11 +141,9 @@ class IAGCPPO:
         self.generator = torch.Generator(device=self.device).manual_seed(_mix_seeds(self.seeds, 1))
         self.shuffle_generator = torch.Generator().manual_seed(_mix_seeds(self.seeds, 2))
         # One env batch holding B episodes per seed, seed-major; each seed's streams depend only on it.
-        # The per-environment RNG states (``_states``) are set and saved directly: the env has no public
-        # setter for them yet.
         B = cfg.envs_per_iteration
         self.env = BatchedDSAEnv(self.env_config, S * B, copy=False)
-        self.env._states = np.concatenate([seed_states(_mix_seeds((seed,), 3), B) for seed in self.seeds])
+        self.env.rng_states = np.concatenate([seed_states(_mix_seeds((seed,), 3), B) for seed in self.seeds])
 
     # ------------------------------------------------------------------ rollout
     def _encode(self, obs: np.ndarray, buffer: np.ndarray, batch: int) -> torch.Tensor:
@@ -318,7 +316,7 @@ class IAGCPPO:
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
         env = BatchedDSAEnv(self.env_config, self.S * episodes, copy=False)
-        env._states = np.tile(seed_states(seed, episodes), self.S)
+        env.rng_states = np.tile(seed_states(seed, episodes), self.S)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         *_, rewards = self._play(env, episodes, generator, greedy=greedy, record=False)
         return rewards.sum(0).mean(1).tolist()
@@ -331,7 +329,7 @@ class IAGCPPO:
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
             "reward_normalizer": self.reward_normalizer.state_dict(),
             "generator": self.generator.get_state(), "shuffle_generator": self.shuffle_generator.get_state(),
-            "env_states": self.env._states.copy(),
+            "env_states": self.env.rng_states,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -341,7 +339,7 @@ class IAGCPPO:
         self.reward_normalizer.load_state_dict(state["reward_normalizer"])
         self.generator.set_state(state["generator"])
         self.shuffle_generator.set_state(state["shuffle_generator"])
-        self.env._states = np.array(state["env_states"], dtype=np.uint64)
+        self.env.rng_states = np.array(state["env_states"], dtype=np.uint64)
 
 
 def _mix_seeds(seeds, stream: int) -> int:

@@ -117,6 +117,19 @@ class BatchedDSAEnv:
         self._states = seed_states(seed, self.num_envs)
         self.t = None  # slots played in the current episode; None before the first reset
 
+    @property
+    def rng_states(self) -> np.ndarray:
+        """A copy of the per-environment random stream states, uint64 ``[num_envs]``: save it to resume."""
+        return self._states.copy()
+
+    @rng_states.setter
+    def rng_states(self, states) -> None:
+        """Set every environment's random stream (e.g. from ``rng_states`` or ``rng.seed_states``)."""
+        states = np.asarray(states)
+        if states.shape != (self.num_envs,) or states.dtype != np.uint64:
+            raise ValueError(f"rng_states must be uint64 of shape ({self.num_envs},), got {states.dtype} {states.shape}")
+        self._states = states.copy()
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start a new episode in every environment; ``seed`` restarts the random streams."""
         if seed is not None:
