@@ -1,6 +1,15 @@
 import pytest
 import torch
 
+import hapruned
+import hapruned.env  # noqa: F401  (starts numba, so both thread pools exist before they are sized)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests use tiny tensors: extra threads only add contention (tests that need more set them)."""
+    hapruned.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` need a GPU; without one they are skipped, not failed."""

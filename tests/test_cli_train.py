@@ -6,22 +6,9 @@ import json
 import pytest
 import torch
 
-import hapruned
 
 from hapruned.algos import command
 from hapruned.algos.config import METHODS, TrainConfig
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and a busy machine makes extra threads much slower)."""
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    hapruned.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
-
 
 TINY = [
     "--n-users", "2", "--n-channels", "2", "--horizon", "8", "--hidden-size", "16", "--iterations", "2",

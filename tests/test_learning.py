@@ -2,7 +2,6 @@
 
 import numpy as np
 
-import hapruned
 from hapruned.algos import IAGCPPO, TrainConfig
 from hapruned.baselines.aloha import optimal_aloha_p
 
@@ -19,7 +18,6 @@ def expected_aloha_episode_reward(config) -> float:
 
 
 def test_short_training_beats_slotted_aloha():
-    hapruned.set_num_threads(1)
     config = TrainConfig(
         n_users=3, n_channels=2, horizon=16, hidden_size=32, method="dense", envs_per_iteration=16,
         minibatches=1, epochs=4, actor_lr=3e-3, critic_lr=3e-3, entropy_coef=0.003, iterations=20, seed=0,

@@ -25,15 +25,6 @@ class Actor(nn.Module):
         return self.head(y)  # (time, groups, batch, actions)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: a second intra-op thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_actor(seed=0):
     torch.manual_seed(seed)
     actor = Actor()

@@ -6,23 +6,10 @@ import os
 import pytest
 import torch
 
-import hapruned
 
 from hapruned.algos import trainer
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import RunDirError, TrainingDiverged, eval_seed, load_metrics, train
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and a busy machine makes extra threads much slower)."""
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    hapruned.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
-
 
 TIMING_KEYS = {"iteration_time_s", "wall_time_s", "agent_steps_per_s"}
 
@@ -200,7 +187,6 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
         return original(self, iteration)
 
     monkeypatch.setattr(trainer.IAGCPPO, "train_iteration", poisoned)
-    checkpoint = tmp_path / trainer.CHECKPOINT_FILE
     with pytest.raises(TrainingDiverged, match=r"iteration 6\b.*checkpoint \(iteration 4\)"):
         train(config, tmp_path, progress=False, checkpoint_every=2)
     saved = load_checkpoint(tmp_path)
