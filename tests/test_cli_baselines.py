@@ -60,6 +60,7 @@ def test_table_lists_every_scheme(capsys):
         (["--setup", "C"], "invalid choice: 'C'"),
         (["--n-users", "0"], "n_users must be an integer >= 1"),
         (["--pu-prob", "1.5"], "pu_prob values must lie in [0, 1]"),
+        (["--pu-prob", "abc"], "pu_prob must be a probability or comma-separated probabilities"),
         (["--snr-high", "1", "--snr-low", "2"], "snr_high must be"),
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--seed", "-1"], "--seed must be >= 0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence, Union
@@ -13,7 +14,12 @@ PuProb = Union[float, Sequence[float]]
 
 def _parse_pu_prob(text: str) -> PuProb:
     """``"0.2"`` -> 0.2 (every channel), ``"0.1,0.2,0.3"`` -> one probability per channel."""
-    values = [float(part) for part in text.split(",")]
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"pu_prob must be a probability or comma-separated probabilities (e.g. 0.2 or 0.1,0.2), got {text!r}"
+        ) from None
     return values[0] if len(values) == 1 else tuple(values)
 
 
