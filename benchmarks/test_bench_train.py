@@ -16,7 +16,7 @@ from hapruned.algos.config import TrainConfig
 from hapruned.algos.ppo import IAGCPPO
 from naive_baseline import NaiveIAGCPPO
 
-# the measuring point: the paper's N, K, T with 16 episodes per iteration
+# the measuring point: the paper's N, K, T with 16 episodes per iteration
 BENCH_CONFIG = dict(n_users=10, n_channels=5, horizon=100, envs_per_iteration=16, method="harmonic", sparsity=0.95)
 IMPLEMENTATIONS = {"naive": NaiveIAGCPPO, "hapruned": IAGCPPO}
 # naive iterations take tens of seconds, so it gets a single timed round

@@ -8,13 +8,13 @@
 #
 # Needs nvcc (CUDA_HOME, default /usr/local/cuda) and a CUDA build of torch. The installed torch is
 # usually a CPU build, so a separate virtualenv holds a CUDA one (TORCH_PYTHON, default
-# /work/cuda_env/bin/python); create it once with
-#   python -m venv /work/cuda_env && /work/cuda_env/bin/pip install torch numpy setuptools
+# .venv-cuda/bin/python in the repository, ignored by git); create it once with
+#   python -m venv .venv-cuda && .venv-cuda/bin/pip install torch numpy setuptools
 # The kernels are only compiled here: they have not run unless a GPU test run says so.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-torch_python="${TORCH_PYTHON:-/work/cuda_env/bin/python}"
+torch_python="${TORCH_PYTHON:-$repo/.venv-cuda/bin/python}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 arch="${CUDA_ARCH:-90}"
 nvcc="$CUDA_HOME/bin/nvcc"
