@@ -173,9 +173,6 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
         """``paper``: one episode per iteration, 1000 iterations, as published. ``fast``: a workstation
