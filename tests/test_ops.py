@@ -69,8 +69,9 @@ def _check_cell_matches_reference(device, dtype, groups, sparsity, non_contiguou
 
 
 def _check_seq_matches_reference(device, dtype, groups, sparsity, non_contiguous):
-    for steps, batch in ((1, 2), (5, 3)):
-        tensors, masks = _inputs(groups, batch, 7, 11, dtype, device, sparsity, steps, non_contiguous)
+    # batches over several row blocks of the CPU kernel, hidden sizes with and without a partial panel
+    for steps, batch, hidden in ((1, 2, 11), (5, 3, 11), (4, 13, 20), (3, 8, 16)):
+        tensors, masks = _inputs(groups, batch, 7, hidden, dtype, device, sparsity, steps, non_contiguous)
         out, grads = _grads(ops.masked_lstm, tensors, masks)
         ref_out, ref_grads = _grads(ops.reference_masked_lstm, tensors, masks)
         _assert_close(out, ref_out, dtype, f"seq T={steps} outputs")

@@ -1,14 +1,17 @@
 // CPU masked LSTM: the cell (one step) and the sequence (T steps of one layer), forward and backward.
 //
-// GEMMs go to ATen's batched matmuls over all groups at once; the gate non-linearities, the cell
-// update and their derivatives run in one fused loop per step, parallel over (group, batch) rows.
-// The sequence hoists the input projection of all T steps into one GEMM. For a single step with a
-// small batch (inference, dispatch-bound) one fused loop computes masked mat-vec products and gates
-// per group without materialising the masked weights.
+// The input projection of all T steps is one ATen batched GEMM over all groups, and so are the
+// weight and input gradients of the backward. The recurrent product of each step runs in a
+// register-blocked kernel on weights packed once per call, fused with the gate non-linearities
+// (forward) or their derivatives (backward) of the same rows. For a single step with a small batch
+// (inference, dispatch-bound) one fused loop computes masked mat-vec products and gates per group
+// without materialising the masked weights.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "../checks.h"
@@ -51,13 +54,9 @@ HAPRUNED_INLINE T tanh_(T x) {
 }
 
 // One row (one group, one batch element) of the forward gate loop. pre: [4H] pre-activations,
-// overwritten with the activated gates; rec: [4H] recurrent term added to pre, or null.
+// overwritten with the activated gates.
 template <typename T>
-HAPRUNED_INLINE void gates_forward_row(T* pre, const T* rec, const T* c_prev, T* c_new, T* h_new, int64_t H) {
-  if (rec != nullptr) {
-#pragma omp simd
-    for (int64_t j = 0; j < 4 * H; ++j) pre[j] += rec[j];
-  }
+HAPRUNED_INLINE void gates_forward_row(T* pre, const T* c_prev, T* c_new, T* h_new, int64_t H) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T i = sigmoid(pre[j]), f = sigmoid(pre[H + j]), g = tanh_(pre[2 * H + j]), o = sigmoid(pre[3 * H + j]);
@@ -88,32 +87,6 @@ HAPRUNED_INLINE void gates_backward_row(const T* act, const T* c_prev, const T* 
     d_pre[2 * H + j] = dc * i * (T(1) - g * g);
     d_pre[3 * H + j] = dh * tc * o * (T(1) - o);
     dc_carry[j] = dc * f;
-  }
-}
-
-// Rows r in [begin, end), r = g * B + b, of [G, B, *] arrays; the gates-like arrays have a group
-// stride of their own. The SIMD clones sit on these range functions, not on the parallel_for
-// lambdas that call them, so the vectorised code is what runs inside the thread pool.
-template <typename T>
-HAPRUNED_SIMD_CLONES void gates_forward_rows(int64_t begin, int64_t end, T* pre, int64_t pre_group_stride,
-                                             const T* rec, const T* c_prev, T* c_new, T* h_new, int64_t B,
-                                             int64_t H) {
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t g = r / B, b = r % B;
-    gates_forward_row(pre + g * pre_group_stride + b * 4 * H, rec ? rec + r * 4 * H : nullptr, c_prev + r * H,
-                      c_new + r * H, h_new + r * H, H);
-  }
-}
-
-template <typename T>
-HAPRUNED_SIMD_CLONES void gates_backward_rows(int64_t begin, int64_t end, const T* act, T* d_pre,
-                                              int64_t group_stride, const T* c_prev, const T* c_new,
-                                              const T* grad_h, const T* dh_carry, const T* grad_c, T* dc_carry,
-                                              int64_t B, int64_t H) {
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t off = (r / B) * group_stride + (r % B) * 4 * H;
-    gates_backward_row(act + off, c_prev + r * H, c_new + r * H, grad_h + r * H, dh_carry + r * H, grad_c + r * H,
-                       dc_carry + r * H, d_pre + off, H);
   }
 }
 
@@ -150,9 +123,177 @@ HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, c
     }
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r = g * B + b;
-      gates_forward_row(gates + r * 4 * H, static_cast<const T*>(nullptr), c + r * H, c_new + r * H, h_new + r * H,
-                        H);
+      gates_forward_row(gates + r * 4 * H, c + r * H, c_new + r * H, h_new + r * H, H);
     }
+  }
+}
+
+// Register-blocked products for the per-step recurrent GEMMs, whose batch per group is small
+// (a few episodes per PPO minibatch), where a BLAS call per step spends most of its time packing
+// the weights. The weights are packed once per call into panels of kPanel columns ([K][kPanel]
+// each, zero-padded), then every step multiplies up to kMaxRows rows by each panel in registers.
+
+// 32-byte GCC vectors (an AVX register) with the element's alignment, so loads and stores may be unaligned.
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(32), aligned(4)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(32), aligned(8)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kLanes = 32 / sizeof(T);
+template <typename T>
+constexpr int64_t kPanel = 2 * kLanes<T>;
+constexpr int64_t kMaxRows = 6;  // 6 rows x 2 vectors = 12 accumulators, out of 16 AVX registers
+
+// Packs the right operand of the per-step products, B(k, n) = (W * mask)[n][k] when transpose (the
+// forward's W_hh^T) or (W * mask)[k][n] (the backward's W_hh), of each group's W [rows][cols] into
+// panels out[g][p][k][j] = B(k, p * kPanel + j). W and its mask are read once, row by row.
+template <typename T, typename M>
+void pack_rows(const T* w, const M* mask, int64_t G, int64_t rows, int64_t cols, bool transpose, T* out) {
+  const int64_t K = transpose ? cols : rows, N = transpose ? rows : cols;
+  const int64_t group_stride = (N + kPanel<T> - 1) / kPanel<T> * K * kPanel<T>;
+  at::parallel_for(0, G * rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t gr = begin; gr < end; ++gr) {
+      T* dst = out + (gr / rows) * group_stride;
+      const int64_t r = gr % rows;
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t k = transpose ? c : r, n = transpose ? r : c;
+        const T v = w[gr * cols + c];
+        dst[(n / kPanel<T> * K + k) * kPanel<T> + n % kPanel<T>] = mask ? v * static_cast<T>(mask[gr * cols + c]) : v;
+      }
+    }
+  });
+}
+
+// The packed panels [G, panels, K, kPanel] (zero past N) of w [G, rows, cols] times its optional mask
+// (the weights' dtype or bool).
+template <typename T>
+at::Tensor pack_panels(const at::Tensor& w, const c10::optional<at::Tensor>& mask, bool transpose) {
+  const int64_t G = w.size(0), rows = w.size(1), cols = w.size(2);
+  const int64_t K = transpose ? cols : rows, N = transpose ? rows : cols;
+  const int64_t panels = (N + kPanel<T> - 1) / kPanel<T>;
+  at::Tensor out = N % kPanel<T> ? at::zeros({G, panels, K, kPanel<T>}, w.options())
+                                 : at::empty({G, panels, K, kPanel<T>}, w.options());
+  if (!mask) {
+    pack_rows(w.data_ptr<T>(), static_cast<const T*>(nullptr), G, rows, cols, transpose, out.data_ptr<T>());
+  } else if (mask->scalar_type() == at::kBool) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(mask->data_ptr<bool>());
+    pack_rows(w.data_ptr<T>(), bytes, G, rows, cols, transpose, out.data_ptr<T>());
+  } else {
+    pack_rows(w.data_ptr<T>(), mask->data_ptr<T>(), G, rows, cols, transpose, out.data_ptr<T>());
+  }
+  return out;
+}
+
+// C[r, 0:N] (+)= A[r, 0:K] @ B for rows r < R (R <= kMaxRows), B packed by pack_panels.
+template <typename T, int64_t R, bool Accumulate>
+HAPRUNED_INLINE void rows_times_panels(const T* A, int64_t lda, const T* packed, int64_t K, int64_t N, T* C,
+                                       int64_t ldc) {
+  using V = Vec<T>;
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t n0 = 0; n0 < N; n0 += kPanel<T>, packed += K * kPanel<T>) {
+    V acc0[R] = {}, acc1[R] = {};
+    for (int64_t k = 0; k < K; ++k) {
+      const V b0 = *reinterpret_cast<const V*>(packed + k * kPanel<T>);
+      const V b1 = *reinterpret_cast<const V*>(packed + k * kPanel<T> + L);
+#pragma GCC unroll 6
+      for (int64_t r = 0; r < R; ++r) {
+        const T a = A[r * lda + k];
+        acc0[r] += a * b0;
+        acc1[r] += a * b1;
+      }
+    }
+#pragma GCC unroll 6
+    for (int64_t r = 0; r < R; ++r) {
+      T* c = C + r * ldc + n0;
+      if (n0 + kPanel<T> <= N) {
+        V* c0 = reinterpret_cast<V*>(c);
+        V* c1 = reinterpret_cast<V*>(c + L);
+        *c0 = Accumulate ? *c0 + acc0[r] : acc0[r];
+        *c1 = Accumulate ? *c1 + acc1[r] : acc1[r];
+      } else {
+        T tail[kPanel<T>];
+        std::memcpy(tail, &acc0[r], sizeof(V));
+        std::memcpy(tail + L, &acc1[r], sizeof(V));
+        for (int64_t j = 0; j < N - n0; ++j) c[j] = Accumulate ? c[j] + tail[j] : tail[j];
+      }
+    }
+  }
+}
+
+template <typename T, bool Accumulate>
+HAPRUNED_INLINE void block_times_panels(int64_t rows, const T* A, int64_t lda, const T* packed, int64_t K, int64_t N,
+                                        T* C, int64_t ldc) {
+  switch (rows) {
+    case 1: return rows_times_panels<T, 1, Accumulate>(A, lda, packed, K, N, C, ldc);
+    case 2: return rows_times_panels<T, 2, Accumulate>(A, lda, packed, K, N, C, ldc);
+    case 3: return rows_times_panels<T, 3, Accumulate>(A, lda, packed, K, N, C, ldc);
+    case 4: return rows_times_panels<T, 4, Accumulate>(A, lda, packed, K, N, C, ldc);
+    case 5: return rows_times_panels<T, 5, Accumulate>(A, lda, packed, K, N, C, ldc);
+    default: return rows_times_panels<T, 6, Accumulate>(A, lda, packed, K, N, C, ldc);
+  }
+}
+
+// One forward step for row blocks [begin, end) of kMaxRows rows of each group: pre += h_prev @ W_hh^T
+// (w_hh_t packed [G][4H/kPanel][H][kPanel]), then the gates of those rows.
+template <typename T>
+HAPRUNED_SIMD_CLONES void forward_step_blocks(int64_t begin, int64_t end, int64_t blocks_per_group, T* pre,
+                                              int64_t pre_group_stride, const T* h_prev, const T* w_hh_t,
+                                              const T* c_prev, T* c_new, T* h_new, int64_t B, int64_t H) {
+  const int64_t panel_group_stride = ((4 * H + kPanel<T> - 1) / kPanel<T>) * H * kPanel<T>;
+  for (int64_t blk = begin; blk < end; ++blk) {
+    const int64_t g = blk / blocks_per_group, b0 = (blk % blocks_per_group) * kMaxRows;
+    const int64_t rows = std::min(kMaxRows, B - b0), r0 = g * B + b0;
+    T* pre_rows = pre + g * pre_group_stride + b0 * 4 * H;
+    block_times_panels<T, true>(rows, h_prev + r0 * H, H, w_hh_t + g * panel_group_stride, H, 4 * H, pre_rows, 4 * H);
+    for (int64_t r = 0; r < rows; ++r)
+      gates_forward_row(pre_rows + r * 4 * H, c_prev + (r0 + r) * H, c_new + (r0 + r) * H, h_new + (r0 + r) * H, H);
+  }
+}
+
+// One backward step for row blocks [begin, end): the gate gradients of those rows, then their
+// recurrent gradient dh_out = d_pre @ W_hh (w_hh packed [G][H/kPanel][4H][kPanel]).
+template <typename T>
+HAPRUNED_SIMD_CLONES void backward_step_blocks(int64_t begin, int64_t end, int64_t blocks_per_group, const T* act,
+                                               T* d_pre, int64_t group_stride, const T* w_hh, const T* c_prev,
+                                               const T* c_new, const T* grad_h, const T* dh_carry, const T* grad_c,
+                                               T* dc_carry, T* dh_out, int64_t B, int64_t H) {
+  const int64_t panel_group_stride = ((H + kPanel<T> - 1) / kPanel<T>) * 4 * H * kPanel<T>;
+  for (int64_t blk = begin; blk < end; ++blk) {
+    const int64_t g = blk / blocks_per_group, b0 = (blk % blocks_per_group) * kMaxRows;
+    const int64_t rows = std::min(kMaxRows, B - b0), r0 = g * B + b0;
+    const int64_t off = g * group_stride + b0 * 4 * H;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = (r0 + r) * H;
+      gates_backward_row(act + off + r * 4 * H, c_prev + row, c_new + row, grad_h + row, dh_carry + row,
+                         grad_c + row, dc_carry + row, d_pre + off + r * 4 * H, H);
+    }
+    block_times_panels<T, false>(rows, d_pre + off, 4 * H, w_hh + g * panel_group_stride, 4 * H, H, dh_out + r0 * H, H);
+  }
+}
+
+// Runs step(t, begin, end) on ranges of row blocks for every step t, in time order (reversed for
+// the backward). Groups are independent: with a group per thread or more, each thread runs all steps
+// of one group before the next, so that group's packed weights stay in its cache and no barrier
+// separates the steps; with fewer groups, each step is split over the threads.
+template <typename Step>
+void for_each_step(int64_t T, bool reverse, int64_t G, int64_t blocks, const Step& step) {
+  auto time = [&](int64_t i) { return reverse ? T - 1 - i : i; };
+  if (G >= at::get_num_threads()) {
+    at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g)
+        for (int64_t i = 0; i < T; ++i) step(time(i), g * blocks, (g + 1) * blocks);
+    });
+  } else {
+    for (int64_t i = 0; i < T; ++i)
+      at::parallel_for(0, G * blocks, 1, [&](int64_t begin, int64_t end) { step(time(i), begin, end); });
   }
 }
 
@@ -201,23 +342,19 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
       return;
     }
     const at::Tensor w_ih_t = masked_weight(w_ih, mask_ih).transpose(1, 2);
-    const at::Tensor w_hh_t = masked_weight(w_hh, mask_hh).transpose(1, 2);
     // Input projection of every step at once, straight into gates ([G, T*B, 4H]).
     const at::Tensor x_by_group = T == 1 ? x.view({G, B, I}) : x.permute({1, 0, 2, 3}).reshape({G, T * B, I});
     at::Tensor gates_flat = gates.view({G, T * B, 4 * H});
     at::baddbmm_out(gates_flat, bias.unsqueeze(1), x_by_group, w_ih_t);
-    at::Tensor recurrent = at::empty({G, B, 4 * H}, x.options());
-    scalar_t* gates_ptr = gates.data_ptr<scalar_t>();
-    for (int64_t t = 0; t < T; ++t) {
-      const at::Tensor h_prev = t == 0 ? h0 : y[t - 1];
-      at::bmm_out(recurrent, h_prev, w_hh_t);
-      const scalar_t* c_prev = (t == 0 ? c0 : cs[t - 1]).data_ptr<scalar_t>();
-      scalar_t *pre = gates_ptr + t * B * 4 * H, *rec = recurrent.data_ptr<scalar_t>();
-      scalar_t *c_new = cs[t].data_ptr<scalar_t>(), *h_new = y[t].data_ptr<scalar_t>();
-      at::parallel_for(0, G * B, 16, [&](int64_t begin, int64_t end) {
-        gates_forward_rows<scalar_t>(begin, end, pre, T * B * 4 * H, rec, c_prev, c_new, h_new, B, H);
-      });
-    }
+    const at::Tensor w_hh_t = pack_panels<scalar_t>(w_hh, mask_hh, /*transpose=*/true);
+    const int64_t blocks = (B + kMaxRows - 1) / kMaxRows, state = G * B * H;
+    scalar_t *pre = gates.data_ptr<scalar_t>(), *ys = y.data_ptr<scalar_t>(), *c_all = cs.data_ptr<scalar_t>();
+    const scalar_t *h_first = h0.data_ptr<scalar_t>(), *c_first = c0.data_ptr<scalar_t>();
+    for_each_step(T, /*reverse=*/false, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
+      forward_step_blocks<scalar_t>(begin, end, blocks, pre + t * B * 4 * H, T * B * 4 * H,
+                                    t == 0 ? h_first : ys + (t - 1) * state, w_hh_t.data_ptr<scalar_t>(),
+                                    t == 0 ? c_first : c_all + (t - 1) * state, c_all + t * state, ys + t * state, B, H);
+    });
   });
 }
 
@@ -234,25 +371,21 @@ void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at
     return;
   }
   const at::Tensor w_ih_eff = masked_weight(w_ih, mask_ih);
-  const at::Tensor w_hh_eff = masked_weight(w_hh, mask_hh);
   at::Tensor d_pre = at::empty({G, T, B, 4 * H}, x.options());  // gradients of the pre-activations
   at::Tensor dh_carry = at::zeros({G, B, H}, x.options());
   grad_c0.zero_();  // carries dc from step to step, ends as the gradient of c0
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "masked_lstm_backward_cpu", [&] {
-    const scalar_t* act = gates.data_ptr<scalar_t>();
-    scalar_t* d_pre_ptr = d_pre.data_ptr<scalar_t>();
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const scalar_t* c_prev = (t == 0 ? c0 : cs[t - 1]).data_ptr<scalar_t>();
-      const scalar_t *c_new = cs[t].data_ptr<scalar_t>(), *grad_h = grad_y[t].data_ptr<scalar_t>();
-      const scalar_t *grad_c = grad_cs[t].data_ptr<scalar_t>(), *dh = dh_carry.data_ptr<scalar_t>();
-      scalar_t* dc = grad_c0.data_ptr<scalar_t>();
-      at::parallel_for(0, G * B, 16, [&](int64_t begin, int64_t end) {
-        gates_backward_rows<scalar_t>(begin, end, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H, T * B * 4 * H,
-                                      c_prev, c_new, grad_h, dh, grad_c, dc, B, H);
-      });
-      at::Tensor dh_target = t == 0 ? grad_h0 : dh_carry;
-      at::bmm_out(dh_target, d_pre.select(1, t), w_hh_eff);
-    }
+    const at::Tensor w_hh_packed = pack_panels<scalar_t>(w_hh, mask_hh, /*transpose=*/false);
+    const int64_t blocks = (B + kMaxRows - 1) / kMaxRows, state = G * B * H;
+    const scalar_t *act = gates.data_ptr<scalar_t>(), *c_first = c0.data_ptr<scalar_t>(), *c_all = cs.data_ptr<scalar_t>();
+    const scalar_t *grad_h = grad_y.data_ptr<scalar_t>(), *grad_c = grad_cs.data_ptr<scalar_t>();
+    scalar_t *d_pre_ptr = d_pre.data_ptr<scalar_t>(), *dh = dh_carry.data_ptr<scalar_t>(), *dc = grad_c0.data_ptr<scalar_t>();
+    for_each_step(T, /*reverse=*/true, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
+      backward_step_blocks<scalar_t>(begin, end, blocks, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H, T * B * 4 * H,
+                                     w_hh_packed.data_ptr<scalar_t>(), t == 0 ? c_first : c_all + (t - 1) * state,
+                                     c_all + t * state, grad_h + t * state, dh, grad_c + t * state, dc,
+                                     t == 0 ? grad_h0.data_ptr<scalar_t>() : dh, B, H);
+    });
   });
   const at::Tensor d_pre_flat = d_pre.view({G, T * B, 4 * H});
   // Inputs of every step, grouped: x and the previous hidden state ([h0, y[0..T-2]]).
