@@ -109,6 +109,18 @@ def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_seq_matches_reference_cpu_two_threads(groups):
+    """The CPU kernel splits each step over the threads when there are fewer groups than threads (1)
+    and gives each thread whole groups otherwise (3); the suite's single thread runs only the latter."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _check_seq_matches_reference("cpu", torch.float32, groups, 0.5, False)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
 def test_seq_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
