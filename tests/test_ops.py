@@ -60,7 +60,7 @@ def _assert_close(actual, expected, dtype, what):
 
 
 def _check_cell_matches_reference(device, dtype, groups, sparsity, non_contiguous):
-    for batch in (1, 3, 17):  # the fused small-batch path and the GEMM path
+    for batch in (1, 3, 6, 17):  # the fused small-batch path (one and two row blocks) and the GEMM path
         tensors, masks = _inputs(groups, batch, 9, 13, dtype, device, sparsity, non_contiguous=non_contiguous)
         out, grads = _grads(ops.masked_lstm_cell, tensors, masks)
         ref_out, ref_grads = _grads(ops.reference_masked_lstm_cell, tensors, masks)
