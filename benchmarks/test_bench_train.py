@@ -16,10 +16,11 @@ from hapruned.algos.config import TrainConfig
 from hapruned.algos.ppo import IAGCPPO
 from naive_baseline import NaiveIAGCPPO
 
-# the measuring point: the paper's N, K, T with 16 episodes per iteration, and the paper's critic
-# (each agent's own observation, as the naive baseline has it; the fast preset's joint critic is cheaper)
+# the measuring point: the paper's N, K, T with 16 episodes per iteration, and the paper's critic and
+# prune mode (each agent's own observation, pruned weights train on, as the naive baseline has them;
+# the fast preset's joint critic is cheaper)
 BENCH_CONFIG = dict(n_users=10, n_channels=5, horizon=100, envs_per_iteration=16, method="harmonic", sparsity=0.95,
-                    critic_input="own")
+                    critic_input="own", prune_mode="regrow")
 IMPLEMENTATIONS = {"naive": NaiveIAGCPPO, "hapruned": IAGCPPO}
 # naive iterations take tens of seconds, so it gets a single timed round
 ROUNDS = {"naive": 1, "hapruned": 3}

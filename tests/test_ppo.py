@@ -207,6 +207,7 @@ def test_presets_and_seed_parsing():
     paper = TrainConfig.preset("paper")
     assert (paper.iterations, paper.envs_per_iteration, paper.actor_lr, paper.critic_lr) == (1000, 1, 1e-4, 5e-5)
     assert TrainConfig.preset("fast", seed=3).seed == 3
+    assert (TrainConfig.preset("fast").prune_mode, paper.prune_mode) == ("masked", "regrow")
     with pytest.raises(ValueError, match="preset must be one of"):
         TrainConfig.preset("slow")
     assert parse_seeds("0-3,7") == (0, 1, 2, 3, 7)

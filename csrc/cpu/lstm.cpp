@@ -270,12 +270,12 @@ void bmm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
 
 // The single step at a small batch (inference: one step per call, so packing the weights would
 // not pay) in the dot-product form: W [rows][K] is read in place, a few rows at a time, vectorised
-// along k, with its mask applied on load. Masks are read as stored: bool (as bytes, a quarter of a
-// float mask's traffic) or the weights' dtype.
-// Weights times their mask, one vector at a time. A bool mask is read as bytes (a quarter of a
-// float mask's traffic); GCC widens bytes to float lanes element by element, so for float the
-// eight bytes (0 or 1) are gathered into the bits of one integer (a multiply), broadcast, and
-// tested per lane, which selects the kept weights.
+// along k, with its mask applied on load.
+
+// Weights times their mask, one vector at a time. Masks are read as stored: bool (as bytes, a
+// quarter of a float mask's traffic) or the weights' dtype. GCC widens bytes to float lanes one by
+// one, so for float the eight bytes (0 or 1) are gathered into the bits of one integer (a
+// multiply), broadcast, and tested per lane, which selects the kept weights.
 template <typename T, typename M>
 HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
   Vec<T> v;
