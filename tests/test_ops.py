@@ -127,6 +127,19 @@ def test_seq_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
 
 
+@pytest.mark.parametrize("used", ["y", "c_T"])
+def test_seq_gradient_of_one_output_only(used):
+    """Unused outputs reach the backward as None (not materialised zeros) and count as zero."""
+    tensors, masks = _inputs(3, 5, 7, 11, torch.float64, "cpu", 0.5, steps=4)
+    grads = {}
+    for name, fn in (("op", ops.masked_lstm), ("reference", ops.reference_masked_lstm)):
+        leaves = [t.detach().clone().requires_grad_() for t in tensors]
+        y, (_, c) = fn(*leaves, *masks)
+        (y if used == "y" else c).pow(2).sum().backward()
+        grads[name] = [leaf.grad for leaf in leaves]
+    _assert_close(grads["op"], grads["reference"], torch.float64, f"grads of {used} alone")
+
+
 def test_masks_zero_the_pruned_connections():
     """With every weight pruned the gates see only the bias, and float masks act like bool ones."""
     tensors, _ = _inputs(3, 2, 5, 6, torch.float64, "cpu", None)

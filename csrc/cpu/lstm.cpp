@@ -53,13 +53,14 @@ HAPRUNED_INLINE T tanh_(T x) {
   return T(1) - T(2) / (fast_exp(T(2) * x) + T(1));
 }
 
-// One row (one group, one batch element) of the forward gate loop. pre: [4H] pre-activations,
-// overwritten with the activated gates.
+// One row (one group, one batch element) of the forward gate loop. pre: [4H] pre-activations
+// without the bias, overwritten with the activated gates.
 template <typename T>
-HAPRUNED_INLINE void gates_forward_row(T* pre, const T* c_prev, T* c_new, T* h_new, int64_t H) {
+HAPRUNED_INLINE void gates_forward_row(T* pre, const T* bias, const T* c_prev, T* c_new, T* h_new, int64_t H) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    const T i = sigmoid(pre[j]), f = sigmoid(pre[H + j]), g = tanh_(pre[2 * H + j]), o = sigmoid(pre[3 * H + j]);
+    const T i = sigmoid(pre[j] + bias[j]), f = sigmoid(pre[H + j] + bias[H + j]);
+    const T g = tanh_(pre[2 * H + j] + bias[2 * H + j]), o = sigmoid(pre[3 * H + j] + bias[3 * H + j]);
     const T c = f * c_prev[j] + i * g;
     pre[j] = i;
     pre[H + j] = f;
@@ -204,11 +205,12 @@ HAPRUNED_INLINE void block_times_panels(int64_t rows, const T* A, int64_t lda, c
 }
 
 // One forward step for row blocks [begin, end) of kMaxRows rows of each group: pre += h_prev @ W_hh^T
-// (w_hh_t packed [G][4H/kPanel][H][kPanel]), then the gates of those rows.
+// (w_hh_t packed [G][4H/kPanel][H][kPanel]), then the gates of those rows (bias [G][4H]).
 template <typename T>
 HAPRUNED_SIMD_CLONES void forward_step_blocks(int64_t begin, int64_t end, int64_t blocks_per_group, T* pre,
                                               int64_t pre_group_stride, const T* h_prev, const T* w_hh_t,
-                                              const T* c_prev, T* c_new, T* h_new, int64_t B, int64_t H) {
+                                              const T* bias, const T* c_prev, T* c_new, T* h_new, int64_t B,
+                                              int64_t H) {
   const int64_t panel_group_stride = ((4 * H + kPanel<T> - 1) / kPanel<T>) * H * kPanel<T>;
   for (int64_t blk = begin; blk < end; ++blk) {
     const int64_t g = blk / blocks_per_group, b0 = (blk % blocks_per_group) * kMaxRows;
@@ -216,7 +218,8 @@ HAPRUNED_SIMD_CLONES void forward_step_blocks(int64_t begin, int64_t end, int64_
     T* pre_rows = pre + g * pre_group_stride + b0 * 4 * H;
     block_times_panels<T, true>(rows, h_prev + r0 * H, H, w_hh_t + g * panel_group_stride, H, 4 * H, pre_rows, 4 * H);
     for (int64_t r = 0; r < rows; ++r)
-      gates_forward_row(pre_rows + r * 4 * H, c_prev + (r0 + r) * H, c_new + (r0 + r) * H, h_new + (r0 + r) * H, H);
+      gates_forward_row(pre_rows + r * 4 * H, bias + g * 4 * H, c_prev + (r0 + r) * H, c_new + (r0 + r) * H,
+                        h_new + (r0 + r) * H, H);
   }
 }
 
@@ -310,7 +313,7 @@ struct DotOperand {
   int64_t K;
 };
 
-// out[b * ldo + n] += sum over both operands of A[b] . (W * mask)[n], for RB rows of A and RN rows
+// out[b * ldo + n] = sum over both operands of A[b] . (W * mask)[n], for RB rows of A and RN rows
 // of W: RB x RN vector accumulators, each reduced once at the end (the K % kLanes tail by element).
 template <typename T, typename M, int64_t RB, int64_t RN>
 HAPRUNED_INLINE void dot_tile(const DotOperand<T, M>& first, const DotOperand<T, M>& second, T* out, int64_t ldo) {
@@ -342,11 +345,11 @@ HAPRUNED_INLINE void dot_tile(const DotOperand<T, M>& first, const DotOperand<T,
     for (int64_t n = 0; n < RN; ++n) {
       T sum = tail[b][n];
       for (int64_t lane = 0; lane < L; ++lane) sum += acc[b][n][lane];
-      out[b * ldo + n] += sum;
+      out[b * ldo + n] = sum;
     }
 }
 
-// pre[b][n] += x[b] . w_ih[n] + h[b] . w_hh[n] for RB batch rows and every n < 4H; up to eight
+// pre[b][n] = x[b] . w_ih[n] + h[b] . w_hh[n] for RB batch rows and every n < 4H; up to eight
 // accumulators, so the weights are read once per RB rows.
 template <typename T, typename M, int64_t RB>
 HAPRUNED_INLINE void dot_rows(DotOperand<T, M> ih, DotOperand<T, M> hh, int64_t rows, T* pre, int64_t ldo) {
@@ -360,8 +363,8 @@ HAPRUNED_INLINE void dot_rows(DotOperand<T, M> ih, DotOperand<T, M> hh, int64_t 
   for (; n < rows; ++n, advance(ih, 1), advance(hh, 1)) dot_tile<T, M, RB, 1>(ih, hh, pre + n, ldo);
 }
 
-// The small-batch single step for groups [begin, end): pre-activations in the dot-product form from
-// the bias, then the gate loop. Every pointer is to a contiguous [G, ...] array.
+// The small-batch single step for groups [begin, end): pre-activations in the dot-product form,
+// then the gate loop. Every pointer is to a contiguous [G, ...] array.
 template <typename T, typename M>
 HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, const T* x, const T* h, const T* c,
                                                    const T* w_ih, const T* w_hh, const T* bias, const M* mask_ih,
@@ -369,7 +372,6 @@ HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, c
                                                    int64_t I, int64_t H) {
   const int64_t rows = 4 * H;
   for (int64_t g = begin; g < end; ++g) {
-    for (int64_t b = 0; b < B; ++b) std::copy(bias + g * rows, bias + (g + 1) * rows, gates + (g * B + b) * rows);
     for (int64_t b0 = 0; b0 < B; b0 += 4) {
       const int64_t r = g * B + b0;
       const DotOperand<T, M> ih{x + r * I, I, w_ih + g * rows * I, mask_ih ? mask_ih + g * rows * I : mask_ih, I};
@@ -384,7 +386,7 @@ HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, c
     }
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r = g * B + b;
-      gates_forward_row(gates + r * rows, c + r * H, c_new + r * H, h_new + r * H, H);
+      gates_forward_row(gates + r * rows, bias + g * rows, c + r * H, c_new + r * H, h_new + r * H, H);
     }
   }
 }
@@ -435,10 +437,10 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
       return;
     }
     const at::Tensor w_ih_t = masked_weight(w_ih, mask_ih).transpose(1, 2);
-    // Input projection of every step at once, straight into gates ([G, T*B, 4H]).
+    // Input projection of every step at once, straight into gates ([G, T*B, 4H]); the gate loop adds the bias.
     const at::Tensor x_by_group = T == 1 ? x.view({G, B, I}) : x.permute({1, 0, 2, 3}).reshape({G, T * B, I});
     at::Tensor gates_flat = gates.view({G, T * B, 4 * H});
-    at::baddbmm_out(gates_flat, bias.unsqueeze(1), x_by_group, w_ih_t);
+    at::bmm_out(gates_flat, x_by_group, w_ih_t);
     const at::Tensor w_hh_t = pack_panels<scalar_t>(w_hh, mask_hh, /*transpose=*/true);
     const int64_t blocks = (B + kMaxRows - 1) / kMaxRows, state = G * B * H;
     scalar_t *pre = gates.data_ptr<scalar_t>(), *ys = y.data_ptr<scalar_t>(), *c_all = cs.data_ptr<scalar_t>();
@@ -446,7 +448,8 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
     for_each_step(T, /*reverse=*/false, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
       forward_step_blocks<scalar_t>(begin, end, blocks, pre + t * B * 4 * H, T * B * 4 * H,
                                     t == 0 ? h_first : ys + (t - 1) * state, w_hh_t.data_ptr<scalar_t>(),
-                                    t == 0 ? c_first : c_all + (t - 1) * state, c_all + t * state, ys + t * state, B, H);
+                                    bias.data_ptr<scalar_t>(), t == 0 ? c_first : c_all + (t - 1) * state,
+                                    c_all + t * state, ys + t * state, B, H);
     });
   });
 }

@@ -91,6 +91,7 @@ def _setup_cell(ctx, inputs, output):
     x, h, c, w_ih, w_hh, _, mask_ih, mask_hh = inputs
     _, c_new, gates = output
     ctx.mark_non_differentiable(gates)
+    ctx.set_materialize_grads(False)  # unused outputs arrive as None, not as zero tensors to allocate
     ctx.save_for_backward(x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new)
 
 
@@ -106,6 +107,7 @@ def _setup_seq(ctx, inputs, output):
     x, h0, c0, w_ih, w_hh, _, mask_ih, mask_hh = inputs
     y, cs, gates = output
     ctx.mark_non_differentiable(gates)
+    ctx.set_materialize_grads(False)  # the gates' gradient (always unused) would be a [G, T, B, 4H] zero tensor
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates)
 
 
