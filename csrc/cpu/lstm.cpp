@@ -115,6 +115,34 @@ template <typename T>
 constexpr int64_t kPanel = 2 * kLanes<T>;
 constexpr int64_t kMaxRows = 6;  // 6 rows x 2 vectors = 12 accumulators, out of 16 AVX registers
 
+// Weights times their mask, one vector at a time. Masks are read as stored: bool (as bytes, a
+// quarter of a float mask's traffic) or the weights' dtype. GCC widens bytes to float lanes one by
+// one, so for float the eight bytes (0 or 1) are gathered into the bits of one integer (a
+// multiply), broadcast, and tested per lane, which selects the kept weights.
+template <typename T, typename M>
+HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
+  Vec<T> v;
+  std::memcpy(&v, w, sizeof(v));
+  if (mask == nullptr) return v;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<M, uint8_t>) {
+    typedef int32_t Ints __attribute__((vector_size(32)));
+    uint64_t bytes;
+    std::memcpy(&bytes, mask, sizeof(bytes));
+    const int32_t bits = static_cast<int32_t>((bytes * 0x0102040810204080ull) >> 56);  // byte i -> bit i
+    const Ints lane_bit = {1, 2, 4, 8, 16, 32, 64, 128};
+    const Ints keep = ((Ints{} + bits) & lane_bit) != 0;  // all ones where kept
+    Ints v_bits;
+    std::memcpy(&v_bits, &v, sizeof(v));
+    v_bits &= keep;
+    std::memcpy(&v, &v_bits, sizeof(v));
+    return v;
+  } else {
+    Vec<T> m;
+    for (int64_t lane = 0; lane < kLanes<T>; ++lane) m[lane] = static_cast<T>(mask[lane]);
+    return v * m;
+  }
+}
+
 // Packs the right operand of the per-step products, B(k, n) = (W * mask)[n][k] when transpose (the
 // forward's W_hh^T) or (W * mask)[k][n] (the backward's W_hh), of each group's W [rows][cols] into
 // panels out[g][p][k][j] = B(k, p * kPanel + j). W and its mask are read once, row by row.
@@ -135,6 +163,58 @@ void pack_rows(const T* w, const M* mask, int64_t G, int64_t rows, int64_t cols,
   });
 }
 
+// In-register transpose of an 8 x 8 float block: r[i][k] -> r[k][i].
+HAPRUNED_INLINE void transpose8(Vec<float> (&r)[8]) {
+  using V = Vec<float>;
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// The forward's packing for float, B(k, n) = (W * mask)[n][k], of the panels [begin, end) (counted
+// over all groups) of w [G][N][K]: 8 x 8 blocks loaded as vectors, masked and transposed in
+// registers; a partial panel and the K % 8 tail element by element.
+template <typename M>
+HAPRUNED_SIMD_CLONES void pack_transposed_panels(int64_t begin, int64_t end, const float* w, const M* mask,
+                                                 int64_t N, int64_t K, float* out) {
+  constexpr int64_t P = kPanel<float>;
+  const int64_t panels = (N + P - 1) / P;
+  for (int64_t gp = begin; gp < end; ++gp) {
+    const int64_t g = gp / panels, n0 = (gp % panels) * P;
+    const float* wg = w + g * N * K;
+    const M* mg = mask ? mask + g * N * K : mask;
+    float* dst = out + gp * K * P;
+    int64_t k0 = 0;
+    if (n0 + P <= N)
+      for (; k0 + 8 <= K; k0 += 8)
+        for (int64_t half = 0; half < P; half += 8) {
+          Vec<float> r[8];
+          for (int64_t j = 0; j < 8; ++j) {
+            const int64_t at = (n0 + half + j) * K + k0;
+            r[j] = load_masked(wg + at, mg ? mg + at : mg);
+          }
+          transpose8(r);
+          for (int64_t i = 0; i < 8; ++i) std::memcpy(dst + (k0 + i) * P + half, &r[i], sizeof(r[i]));
+        }
+    for (int64_t k = k0; k < K; ++k)
+      for (int64_t j = 0; j < std::min(P, N - n0); ++j) {
+        const int64_t at = (n0 + j) * K + k;
+        dst[k * P + j] = mg ? wg[at] * static_cast<float>(mg[at]) : wg[at];
+      }
+  }
+}
+
 // The packed panels [G, panels, K, kPanel] (zero past N) of w [G, rows, cols] times its optional mask
 // (the weights' dtype or bool).
 template <typename T>
@@ -144,14 +224,23 @@ at::Tensor pack_panels(const at::Tensor& w, const c10::optional<at::Tensor>& mas
   const int64_t panels = (N + kPanel<T> - 1) / kPanel<T>;
   at::Tensor out = N % kPanel<T> ? at::zeros({G, panels, K, kPanel<T>}, w.options())
                                  : at::empty({G, panels, K, kPanel<T>}, w.options());
-  if (!mask) {
-    pack_rows(w.data_ptr<T>(), static_cast<const T*>(nullptr), G, rows, cols, transpose, out.data_ptr<T>());
-  } else if (mask->scalar_type() == at::kBool) {
-    const auto* bytes = reinterpret_cast<const uint8_t*>(mask->data_ptr<bool>());
-    pack_rows(w.data_ptr<T>(), bytes, G, rows, cols, transpose, out.data_ptr<T>());
-  } else {
-    pack_rows(w.data_ptr<T>(), mask->data_ptr<T>(), G, rows, cols, transpose, out.data_ptr<T>());
-  }
+  auto pack = [&](const auto* m) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (transpose) {
+        at::parallel_for(0, G * panels, 1, [&](int64_t begin, int64_t end) {
+          pack_transposed_panels(begin, end, w.data_ptr<float>(), m, N, K, out.data_ptr<float>());
+        });
+        return;
+      }
+    }
+    pack_rows(w.data_ptr<T>(), m, G, rows, cols, transpose, out.data_ptr<T>());
+  };
+  if (!mask)
+    pack(static_cast<const T*>(nullptr));
+  else if (mask->scalar_type() == at::kBool)
+    pack(reinterpret_cast<const uint8_t*>(mask->data_ptr<bool>()));
+  else
+    pack(mask->data_ptr<T>());
   return out;
 }
 
@@ -274,34 +363,6 @@ void bmm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
 // The single step at a small batch (inference: one step per call, so packing the weights would
 // not pay) in the dot-product form: W [rows][K] is read in place, a few rows at a time, vectorised
 // along k, with its mask applied on load.
-
-// Weights times their mask, one vector at a time. Masks are read as stored: bool (as bytes, a
-// quarter of a float mask's traffic) or the weights' dtype. GCC widens bytes to float lanes one by
-// one, so for float the eight bytes (0 or 1) are gathered into the bits of one integer (a
-// multiply), broadcast, and tested per lane, which selects the kept weights.
-template <typename T, typename M>
-HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
-  Vec<T> v;
-  std::memcpy(&v, w, sizeof(v));
-  if (mask == nullptr) return v;
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<M, uint8_t>) {
-    typedef int32_t Ints __attribute__((vector_size(32)));
-    uint64_t bytes;
-    std::memcpy(&bytes, mask, sizeof(bytes));
-    const int32_t bits = static_cast<int32_t>((bytes * 0x0102040810204080ull) >> 56);  // byte i -> bit i
-    const Ints lane_bit = {1, 2, 4, 8, 16, 32, 64, 128};
-    const Ints keep = ((Ints{} + bits) & lane_bit) != 0;  // all ones where kept
-    Ints v_bits;
-    std::memcpy(&v_bits, &v, sizeof(v));
-    v_bits &= keep;
-    std::memcpy(&v, &v_bits, sizeof(v));
-    return v;
-  } else {
-    Vec<T> m;
-    for (int64_t lane = 0; lane < kLanes<T>; ++lane) m[lane] = static_cast<T>(mask[lane]);
-    return v * m;
-  }
-}
 
 // One operand pair of a dot tile: rows of A (stride lda) against rows of W and its mask (stride K).
 template <typename T, typename M>
