@@ -14,15 +14,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip=(), presets=None) -> None:
+    """One flag per field of ``cls``; ``presets`` (name -> field values) adds each preset's value to
+    the help of the fields it changes."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
             continue
-        help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = f"{help_text} (default: {default})" if default is not None else help_text
+        defaults = [f"default: {default}"] if default is not None else []
+        defaults += [f"--preset {name}: {values[field.name]}" for name, values in (presets or {}).items()
+                     if field.name in values and values[field.name] != default]
+        help_text = field.metadata.get("help", "") + (f" ({'; '.join(defaults)})" if defaults else "")
         hint = hints[field.name]
         if hint is bool:
             group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)

@@ -8,7 +8,7 @@ import torch
 
 
 from hapruned.algos import command
-from hapruned.algos.config import METHODS, TrainConfig
+from hapruned.algos.config import METHODS, PRESETS, TrainConfig
 
 TINY = [
     "--n-users", "2", "--n-channels", "2", "--horizon", "8", "--hidden-size", "16", "--iterations", "2",
@@ -39,6 +39,14 @@ def test_flags_override_the_preset():
     assert (config.setup, config.method, config.sparsity, config.actor_lr) == ("B", "cosine", 0.9, 0.001)
     assert config.normalize_rewards is False
     assert config.iterations == fast.iterations and config.envs_per_iteration == fast.envs_per_iteration
+
+
+def test_help_gives_the_fast_presets_values():
+    subparsers = build_parser()._subparsers._group_actions[0]
+    helps = {action.dest: action.help for action in subparsers.choices["train"]._actions}
+    for name, value in PRESETS["fast"].items():
+        assert f"--preset fast: {value}" in helps[name], name
+    assert "--preset" not in helps["horizon"]  # no preset changes it
 
 
 def test_seed_ranges_and_lists_mix():

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="torch and numba threads (default: their own defaults)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, no progress bar")
-    add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, TrainConfig, presets=PRESETS)
     parser.set_defaults(func=functools.partial(run_train, parser=parser))
     return parser
 
