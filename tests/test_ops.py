@@ -127,6 +127,21 @@ def test_seq_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
 
 
+def test_float_masks_match_reference_cpu():
+    """Float masks (read in the weights' dtype, not as bytes) through the vectorised paths: single steps
+    in dot-product form (B = 1, 6) and through the packed weights (B = 17), and the sequence."""
+    for batch, steps in ((1, None), (6, None), (17, None), (13, 4)):
+        tensors, masks = _inputs(3, batch, 9, 20, torch.float32, "cpu", 0.5, steps)
+        masks = [m.float() for m in masks]
+        if steps is None:
+            fn, ref = ops.masked_lstm_cell, ops.reference_masked_lstm_cell
+        else:
+            fn, ref = ops.masked_lstm, ops.reference_masked_lstm
+        out, grads = _grads(fn, tensors, masks)
+        ref_out, ref_grads = _grads(ref, tensors, masks)
+        _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"float masks B={batch} T={steps}")
+
+
 @pytest.mark.parametrize("used", ["y", "c_T"])
 def test_seq_gradient_of_one_output_only(used):
     """Unused outputs reach the backward as None (not materialised zeros) and count as zero."""

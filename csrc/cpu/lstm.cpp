@@ -143,21 +143,19 @@ HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
   }
 }
 
-// Packs the right operand of the per-step products, B(k, n) = (W * mask)[n][k] when transpose (the
-// forward's W_hh^T) or (W * mask)[k][n] (the backward's W_hh), of each group's W [rows][cols] into
-// panels out[g][p][k][j] = B(k, p * kPanel + j). W and its mask are read once, row by row.
+// The right operand of the per-step products is packed into panels out[g][p][k][j] = B(k, p * kPanel + j),
+// zero past N: B = (W * mask)^T for the forward (W_hh [4H][H]), B = W * mask for the backward.
+
+// The backward's packing, B(k, n) = (W * mask)[k][n] of each group's W [K][N], row by row.
 template <typename T, typename M>
-void pack_rows(const T* w, const M* mask, int64_t G, int64_t rows, int64_t cols, bool transpose, T* out) {
-  const int64_t K = transpose ? cols : rows, N = transpose ? rows : cols;
+void pack_rows(const T* w, const M* mask, int64_t G, int64_t K, int64_t N, T* out) {
   const int64_t group_stride = (N + kPanel<T> - 1) / kPanel<T> * K * kPanel<T>;
-  at::parallel_for(0, G * rows, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t gr = begin; gr < end; ++gr) {
-      T* dst = out + (gr / rows) * group_stride;
-      const int64_t r = gr % rows;
-      for (int64_t c = 0; c < cols; ++c) {
-        const int64_t k = transpose ? c : r, n = transpose ? r : c;
-        const T v = w[gr * cols + c];
-        dst[(n / kPanel<T> * K + k) * kPanel<T> + n % kPanel<T>] = mask ? v * static_cast<T>(mask[gr * cols + c]) : v;
+  at::parallel_for(0, G * K, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t gk = begin; gk < end; ++gk) {
+      T* dst = out + (gk / K) * group_stride + gk % K * kPanel<T>;
+      for (int64_t n = 0; n < N; ++n) {
+        const T v = w[gk * N + n];
+        dst[n / kPanel<T> * K * kPanel<T> + n % kPanel<T>] = mask ? v * static_cast<T>(mask[gk * N + n]) : v;
       }
     }
   });
@@ -182,35 +180,36 @@ HAPRUNED_INLINE void transpose8(Vec<float> (&r)[8]) {
   }
 }
 
-// The forward's packing for float, B(k, n) = (W * mask)[n][k], of the panels [begin, end) (counted
-// over all groups) of w [G][N][K]: 8 x 8 blocks loaded as vectors, masked and transposed in
-// registers; a partial panel and the K % 8 tail element by element.
-template <typename M>
-HAPRUNED_SIMD_CLONES void pack_transposed_panels(int64_t begin, int64_t end, const float* w, const M* mask,
-                                                 int64_t N, int64_t K, float* out) {
-  constexpr int64_t P = kPanel<float>;
+// The forward's packing, B(k, n) = (W * mask)[n][k], of the panels [begin, end) (counted over all
+// groups) of w [G][N][K]. For float, 8 x 8 blocks are loaded as vectors, masked and transposed in
+// registers; a partial panel, the K % 8 tail and double go element by element.
+template <typename T, typename M>
+HAPRUNED_SIMD_CLONES void pack_transposed_panels(int64_t begin, int64_t end, const T* w, const M* mask, int64_t N,
+                                                 int64_t K, T* out) {
+  constexpr int64_t P = kPanel<T>;
   const int64_t panels = (N + P - 1) / P;
   for (int64_t gp = begin; gp < end; ++gp) {
     const int64_t g = gp / panels, n0 = (gp % panels) * P;
-    const float* wg = w + g * N * K;
+    const T* wg = w + g * N * K;
     const M* mg = mask ? mask + g * N * K : mask;
-    float* dst = out + gp * K * P;
+    T* dst = out + gp * K * P;
     int64_t k0 = 0;
-    if (n0 + P <= N)
-      for (; k0 + 8 <= K; k0 += 8)
-        for (int64_t half = 0; half < P; half += 8) {
-          Vec<float> r[8];
-          for (int64_t j = 0; j < 8; ++j) {
-            const int64_t at = (n0 + half + j) * K + k0;
-            r[j] = load_masked(wg + at, mg ? mg + at : mg);
+    if constexpr (std::is_same_v<T, float>)
+      if (n0 + P <= N)
+        for (; k0 + 8 <= K; k0 += 8)
+          for (int64_t half = 0; half < P; half += 8) {
+            Vec<float> r[8];
+            for (int64_t j = 0; j < 8; ++j) {
+              const int64_t at = (n0 + half + j) * K + k0;
+              r[j] = load_masked(wg + at, mg ? mg + at : mg);
+            }
+            transpose8(r);
+            for (int64_t i = 0; i < 8; ++i) std::memcpy(dst + (k0 + i) * P + half, &r[i], sizeof(r[i]));
           }
-          transpose8(r);
-          for (int64_t i = 0; i < 8; ++i) std::memcpy(dst + (k0 + i) * P + half, &r[i], sizeof(r[i]));
-        }
     for (int64_t k = k0; k < K; ++k)
       for (int64_t j = 0; j < std::min(P, N - n0); ++j) {
         const int64_t at = (n0 + j) * K + k;
-        dst[k * P + j] = mg ? wg[at] * static_cast<float>(mg[at]) : wg[at];
+        dst[k * P + j] = mg ? wg[at] * static_cast<T>(mg[at]) : wg[at];
       }
   }
 }
@@ -225,15 +224,12 @@ at::Tensor pack_panels(const at::Tensor& w, const c10::optional<at::Tensor>& mas
   at::Tensor out = N % kPanel<T> ? at::zeros({G, panels, K, kPanel<T>}, w.options())
                                  : at::empty({G, panels, K, kPanel<T>}, w.options());
   auto pack = [&](const auto* m) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (transpose) {
-        at::parallel_for(0, G * panels, 1, [&](int64_t begin, int64_t end) {
-          pack_transposed_panels(begin, end, w.data_ptr<float>(), m, N, K, out.data_ptr<float>());
-        });
-        return;
-      }
-    }
-    pack_rows(w.data_ptr<T>(), m, G, rows, cols, transpose, out.data_ptr<T>());
+    if (transpose)
+      at::parallel_for(0, G * panels, 1, [&](int64_t begin, int64_t end) {
+        pack_transposed_panels(begin, end, w.data_ptr<T>(), m, N, K, out.data_ptr<T>());
+      });
+    else
+      pack_rows(w.data_ptr<T>(), m, G, K, N, out.data_ptr<T>());
   };
   if (!mask)
     pack(static_cast<const T*>(nullptr));
@@ -486,7 +482,7 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
       };
       const c10::optional<at::Tensor> m_ih = typed(mask_ih), m_hh = typed(mask_hh);
       if (as_bool) {
-        // Read as bytes: GCC vectorises uint8 -> float conversions, not bool ones.
+        // Read as bytes, which load_masked turns into lane selects.
         auto bytes = [](const c10::optional<at::Tensor>& m) {
           return m ? reinterpret_cast<const uint8_t*>(m->data_ptr<bool>()) : static_cast<const uint8_t*>(nullptr);
         };

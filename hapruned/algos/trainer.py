@@ -219,26 +219,22 @@ def _last_record(path: Path) -> dict | None:
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save to a temporary file in the same directory, then rename over ``path``: a crash
-    mid-write leaves the previous checkpoint whole and no stray file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _replace_atomically(path, lambda f: torch.save(payload, f), binary=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda f: f.write(text), binary=False)
+
+
+def _replace_atomically(path: Path, write, binary: bool) -> None:
+    """write(file) into a temporary file in the same directory, then rename it over ``path``: a crash
+    mid-write leaves the previous file whole and no stray file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
