@@ -147,12 +147,10 @@ def test_masked_mode_pruned_weights_stay_zero_and_come_back_when_target_falls():
     pruner = Pruner(actor, WEIGHTS, schedule, mode="masked", total_iterations=100, optimizer=optimizer)
     params = dict(actor.named_parameters())
     masks = {n: getattr(actor.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2] + "_mask") for n in WEIGHTS}
-    assert all(torch.equal(m, torch.ones_like(params[n])) for n, m in masks.items())  # all-ones before the first event
+    assert all(m.dtype == torch.bool and m.shape == params[n].shape and m.all() for n, m in masks.items())  # all kept before the first event
     pruner.apply(0.7)
     orig = {n: params[n].detach().clone() for n in WEIGHTS}
-    pruned = {n: masks[n] == 0 for n in WEIGHTS}
-    for n in WEIGHTS:
-        assert masks[n].dtype == params[n].dtype
+    pruned = {n: ~masks[n] for n in WEIGHTS}
     assert torch.equal(pruner.sparsity(), torch.full((GROUPS,), round(0.7 * weight_count()) / weight_count(), dtype=torch.float64))
     train(actor, optimizer, x, target, 8)
     for n in WEIGHTS:

@@ -87,8 +87,9 @@ class Pruner:
                     )
                 owner, slot = None, None
             elif mode == "masked" and getattr(owner, slot) is None:
-                # All-ones masks from the start keep the module's state_dict keys fixed for resuming.
-                setattr(owner, slot, torch.ones_like(param, requires_grad=False))
+                # All-ones masks from the start keep the module's state_dict keys fixed for resuming. Bool:
+                # a quarter of a float mask's memory, and the CPU kernels read it as it is.
+                setattr(owner, slot, torch.ones_like(param, dtype=torch.bool))
             self._mask_slots.append((owner, slot))
         self.last_event: int | None = None
 
