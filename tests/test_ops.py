@@ -109,12 +109,13 @@ def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
 
 
-@pytest.mark.parametrize("groups", [1, 3])
-def test_seq_matches_reference_cpu_two_threads(groups):
-    """The CPU kernel splits each step over the threads when there are fewer groups than threads (1)
-    and gives each thread whole groups otherwise (3); the suite's single thread runs only the latter."""
+@pytest.mark.parametrize("groups, threads", [(1, 2), (3, 2), (3, 4)])
+def test_seq_matches_reference_cpu_threads(groups, threads):
+    """The CPU kernel splits each step over the threads, in blocks evened out per thread, when there are
+    fewer groups than threads (1 on 2, 3 on 4) and gives each thread whole groups otherwise (3 on 2);
+    the suite's single thread runs only the latter."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     try:
         _check_seq_matches_reference("cpu", torch.float32, groups, 0.5, False)
     finally:
