@@ -117,20 +117,29 @@ constexpr int64_t kMaxRows = 6;  // 6 rows x 2 vectors = 12 accumulators, out of
 
 // Weights times their mask, one vector at a time. Masks are read as stored: bool (as bytes, a
 // quarter of a float mask's traffic) or the weights' dtype. GCC widens bytes to float lanes one by
-// one, so for float the eight bytes (0 or 1) are gathered into the bits of one integer (a
-// multiply), broadcast, and tested per lane, which selects the kept weights.
+// one, so for float the eight bytes are broadcast to every quarter of a vector and byte i is copied
+// into the four bytes of lane i by one in-lane byte shuffle (vpbroadcastq + vpshufb); lanes that are
+// not zero select the kept weights.
 template <typename T, typename M>
 HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
   Vec<T> v;
   std::memcpy(&v, w, sizeof(v));
   if (mask == nullptr) return v;
   if constexpr (std::is_same_v<T, float> && std::is_same_v<M, uint8_t>) {
+    typedef uint64_t Quads __attribute__((vector_size(32)));
+    typedef uint8_t Bytes __attribute__((vector_size(32)));
     typedef int32_t Ints __attribute__((vector_size(32)));
-    uint64_t bytes;
-    std::memcpy(&bytes, mask, sizeof(bytes));
-    const int32_t bits = static_cast<int32_t>((bytes * 0x0102040810204080ull) >> 56);  // byte i -> bit i
-    const Ints lane_bit = {1, 2, 4, 8, 16, 32, 64, 128};
-    const Ints keep = ((Ints{} + bits) & lane_bit) != 0;  // all ones where kept
+    uint64_t eight;
+    std::memcpy(&eight, mask, sizeof(eight));
+    const Quads quads = {eight, eight, eight, eight};
+    Bytes bytes;
+    std::memcpy(&bytes, &quads, sizeof(bytes));
+    // lanes 0-3 take bytes 0-3 from the low half, lanes 4-7 bytes 4-7 from the high half (20-23)
+    bytes = __builtin_shufflevector(bytes, bytes, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 20, 20, 20, 20,
+                                    21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23, 23);
+    Ints lanes;
+    std::memcpy(&lanes, &bytes, sizeof(lanes));
+    const Ints keep = lanes != 0;  // all ones where kept
     Ints v_bits;
     std::memcpy(&v_bits, &v, sizeof(v));
     v_bits &= keep;
@@ -178,6 +187,21 @@ HAPRUNED_INLINE void transpose8(Vec<float> (&r)[8]) {
     r[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
     r[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
+}
+
+// The lane sums of eight float vectors as one vector, sums[m] = sum of v[m]'s lanes: halves, then
+// quarters, then pairs of lanes are added across the vectors (21 instructions instead of 8 x 7 adds).
+HAPRUNED_INLINE Vec<float> lane_sums8(const Vec<float> (&v)[8]) {
+  using V = Vec<float>;
+  V half[4], quarter[2];
+  for (int i = 0; i < 4; ++i)  // lanes 0-3: partial sums of v[2i], lanes 4-7: of v[2i + 1]
+    half[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+              __builtin_shufflevector(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+  for (int i = 0; i < 2; ++i)  // two lanes of partial sums for each of v[4i .. 4i + 3]
+    quarter[i] = __builtin_shufflevector(half[2 * i], half[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13) +
+                 __builtin_shufflevector(half[2 * i], half[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+  return __builtin_shufflevector(quarter[0], quarter[1], 0, 2, 4, 6, 8, 10, 12, 14) +
+         __builtin_shufflevector(quarter[0], quarter[1], 1, 3, 5, 7, 9, 11, 13, 15);
 }
 
 // The forward's packing, B(k, n) = (W * mask)[n][k], of the panels [begin, end) (counted over all
@@ -267,9 +291,11 @@ HAPRUNED_INLINE void rows_times_panels(const T* A, int64_t lda, const T* packed,
         *c0 = Accumulate ? *c0 + acc0[r] : acc0[r];
         *c1 = Accumulate ? *c1 + acc1[r] : acc1[r];
       } else {
-        T tail[kPanel<T>];
-        std::memcpy(tail, &acc0[r], sizeof(V));
-        std::memcpy(tail + L, &acc1[r], sizeof(V));
+        // Vector stores: taking the accumulators' addresses would keep them in memory (zeroed with
+        // rep stos for every panel).
+        alignas(32) T tail[kPanel<T>];
+        reinterpret_cast<V*>(tail)[0] = acc0[r];
+        reinterpret_cast<V*>(tail)[1] = acc1[r];
         for (int64_t j = 0; j < N - n0; ++j) c[j] = Accumulate ? c[j] + tail[j] : tail[j];
       }
     }
@@ -411,12 +437,22 @@ HAPRUNED_INLINE void dot_tile(const DotOperand<T, M>& first, const DotOperand<T,
         for (int64_t b = 0; b < RB; ++b) tail[b][n] += op->a[b * op->lda + k] * w;
       }
   }
-  for (int64_t b = 0; b < RB; ++b)
-    for (int64_t n = 0; n < RN; ++n) {
-      T sum = tail[b][n];
-      for (int64_t lane = 0; lane < L; ++lane) sum += acc[b][n][lane];
-      out[b * ldo + n] = sum;
-    }
+  if constexpr (std::is_same_v<T, float>) {
+    static_assert(RB * RN <= 8, "one lane_sums8 per tile");
+    V all[8] = {};
+    for (int64_t b = 0; b < RB; ++b)
+      for (int64_t n = 0; n < RN; ++n) all[b * RN + n] = acc[b][n];
+    const V sums = lane_sums8(all);
+    for (int64_t b = 0; b < RB; ++b)
+      for (int64_t n = 0; n < RN; ++n) out[b * ldo + n] = sums[b * RN + n] + tail[b][n];
+  } else {
+    for (int64_t b = 0; b < RB; ++b)
+      for (int64_t n = 0; n < RN; ++n) {
+        T sum = tail[b][n];
+        for (int64_t lane = 0; lane < L; ++lane) sum += acc[b][n][lane];
+        out[b * ldo + n] = sum;
+      }
+  }
 }
 
 // pre[b][n] = x[b] . w_ih[n] + h[b] . w_hh[n] for RB batch rows and every n < 4H; up to eight
