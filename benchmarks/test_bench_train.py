@@ -64,7 +64,8 @@ def test_train_throughput_cpu(benchmark, name):
 def test_train_throughput_cpu_fast_preset(benchmark):
     """The ``fast`` preset as shipped (joint-observation critic, ``masked`` pruning), what ``hapruned train
     --preset fast`` runs. Its critic does a tenth of the naive baseline's critic work, so it gets no ratio."""
-    config = TrainConfig.preset("fast", **{**BENCH_CONFIG, "critic_input": "joint", "prune_mode": "masked"}, device="cpu")
+    shipped = {**BENCH_CONFIG, "critic_input": "joint", "prune_mode": "masked"}
+    config = TrainConfig.preset("fast", **shipped, device="cpu")
     measure(benchmark, IAGCPPO(config), "hapruned-fast-preset", ROUNDS["hapruned"], against_naive=False)
 
 

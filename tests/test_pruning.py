@@ -147,7 +147,8 @@ def test_masked_mode_pruned_weights_stay_zero_and_come_back_when_target_falls():
     pruner = Pruner(actor, WEIGHTS, schedule, mode="masked", total_iterations=100, optimizer=optimizer)
     params = dict(actor.named_parameters())
     masks = {n: getattr(actor.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2] + "_mask") for n in WEIGHTS}
-    assert all(m.dtype == torch.bool and m.shape == params[n].shape and m.all() for n, m in masks.items())  # all kept before the first event
+    # bool masks of the weights' shapes, all kept before the first event
+    assert all(m.dtype == torch.bool and m.shape == params[n].shape and m.all() for n, m in masks.items())
     pruner.apply(0.7)
     orig = {n: params[n].detach().clone() for n in WEIGHTS}
     pruned = {n: ~masks[n] for n in WEIGHTS}

@@ -583,9 +583,10 @@ void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at
     const scalar_t *grad_h = grad_y.data_ptr<scalar_t>(), *grad_c = grad_cs.data_ptr<scalar_t>();
     scalar_t *d_pre_ptr = d_pre.data_ptr<scalar_t>(), *dh = dh_carry.data_ptr<scalar_t>(), *dc = grad_c0.data_ptr<scalar_t>();
     for_each_step(T, /*reverse=*/true, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
-      backward_step_blocks<scalar_t>(begin, end, rows, blocks, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H, T * B * 4 * H,
-                                     w_hh_packed.data_ptr<scalar_t>(), t == 0 ? c_first : c_all + (t - 1) * state,
-                                     c_all + t * state, grad_h + t * state, dh, grad_c + t * state, dc,
+      backward_step_blocks<scalar_t>(begin, end, rows, blocks, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H,
+                                     T * B * 4 * H, w_hh_packed.data_ptr<scalar_t>(),
+                                     t == 0 ? c_first : c_all + (t - 1) * state, c_all + t * state,
+                                     grad_h + t * state, dh, grad_c + t * state, dc,
                                      t == 0 ? grad_h0.data_ptr<scalar_t>() : dh, B, H);
     });
   });
