@@ -10,9 +10,10 @@ Modes:
 - ``regrow`` (the paper's): an event writes zeros into the smallest weights in place; between
   events every weight trains, so zeroed ones can grow back, and the next event re-ranks everything.
 - ``masked`` (Zhu & Gupta, as ``torch.nn.utils.prune``): the parameter plays ``weight_orig`` and
-  the keep-mask lives in the owning module's buffer ``<weight>_mask`` (the grouped modules apply it
-  in their ops, so masked entries get zero gradient). An event recomputes the mask from
-  ``|weight_orig|``, so when the target falls the pruned weights with the largest magnitudes return.
+  the keep-mask lives in the owning module's buffer ``<weight>_mask``, bool unless the module already
+  holds a float one (the grouped modules apply it in their ops, so masked entries get zero gradient).
+  An event recomputes the mask from ``|weight_orig|``, so when the target falls the pruned weights
+  with the largest magnitudes return.
 
 In both modes an event zeroes the optimiser state (e.g. Adam's ``exp_avg``, ``exp_avg_sq``; not
 ``step``) of every pruned entry, so stale momentum neither pushes a masked ``weight_orig`` nor
