@@ -501,8 +501,38 @@ HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, c
 // H = 128: 1.7x faster than packing + GEMM at B = 16, level at B = 32).
 constexpr int64_t kFusedMaxBatch = 16;
 
+// out[i] = mask[i] ? w[i] : 0 for i in [begin, end), as the kernels apply a bool mask.
+template <typename T>
+HAPRUNED_SIMD_CLONES void select_kept(int64_t begin, int64_t end, const T* w, const uint8_t* mask, T* out) {
+  int64_t i = begin;
+  for (; i + kLanes<T> <= end; i += kLanes<T>) {
+    const Vec<T> v = load_masked(w + i, mask + i);
+    std::memcpy(out + i, &v, sizeof(v));
+  }
+  for (; i < end; ++i) out[i] = mask[i] ? w[i] : T(0);
+}
+
+// out = weight * mask (out may be weight). ATen's multiply by a bool mask converts it element by
+// element, about 5x slower than by a mask of the weight's dtype, so bool masks select here instead.
+void mask_into(const at::Tensor& weight, const at::Tensor& mask, at::Tensor& out) {
+  if (mask.scalar_type() != at::kBool) {
+    at::mul_out(out, weight, mask);
+    return;
+  }
+  const uint8_t* keep = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "masked_weight_cpu", [&] {
+    const scalar_t* w = weight.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, weight.numel(), 1 << 14,
+                     [&](int64_t begin, int64_t end) { select_kept(begin, end, w, keep, o); });
+  });
+}
+
 at::Tensor masked_weight(const at::Tensor& weight, const c10::optional<at::Tensor>& mask) {
-  return mask ? weight * *mask : weight;  // a bool mask promotes to the weight's dtype
+  if (!mask) return weight;
+  at::Tensor out = at::empty_like(weight);
+  mask_into(weight, *mask, out);
+  return out;
 }
 
 // Forward of T steps into preallocated outputs: y, cs [T,G,B,H] and gates [G,T,B,4H]; x [T,G,B,I].
@@ -597,8 +627,8 @@ void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at
       T == 1 ? h0 : at::cat({h0.unsqueeze(1), y.slice(0, 0, T - 1).permute({1, 0, 2, 3})}, 1).view({G, T * B, H});
   bmm_into(grad_w_ih, d_pre_flat.transpose(1, 2), x_by_group);
   bmm_into(grad_w_hh, d_pre_flat.transpose(1, 2), h_by_group);
-  if (mask_ih) grad_w_ih.mul_(*mask_ih);
-  if (mask_hh) grad_w_hh.mul_(*mask_hh);
+  if (mask_ih) mask_into(grad_w_ih, *mask_ih, grad_w_ih);
+  if (mask_hh) mask_into(grad_w_hh, *mask_hh, grad_w_hh);
   at::sum_out(grad_bias, d_pre_flat, {1});
   at::Tensor grad_x_by_group = T == 1 ? grad_x.view({G, B, I}) : at::empty({G, T * B, I}, x.options());
   bmm_into(grad_x_by_group, d_pre_flat, w_ih_eff);
