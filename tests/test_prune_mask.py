@@ -85,6 +85,29 @@ def test_non_finite_cuda():
     _check_non_finite("cuda")
 
 
+def _check_nan_payloads(device):
+    """NaNs of any payload or sign rank as one value above +inf, ties by index, as the reference's sort
+    has it (arithmetic gives 0x7fffffff-style NaNs, ``float("nan")`` is 0x7fc00000)."""
+    for dtype, int_dtype, nans in (
+        (torch.float32, torch.int32, [0x7FFFFFFF, 0x7FC00000, -0x00400000, 0x7F800001]),  # -0x00400000: 0xffc00000
+        (torch.float64, torch.int64, [0x7FFFFFFFFFFFFFFF, 0x7FF8000000000000, -0x0008000000000000, 0x7FF0000000000001]),
+    ):
+        nan = torch.tensor(nans, dtype=int_dtype).view(dtype)
+        weight = torch.cat([nan, torch.tensor([float("inf"), 1.0, -2.0], dtype=dtype), nan.flip(0)])[None].to(device)
+        for n_prune in range(weight.shape[1] + 1):
+            p = n_prune / weight.shape[1]
+            assert torch.equal(ops.magnitude_prune_mask(weight, p), ops.reference_magnitude_prune_mask(weight, p)), (dtype, n_prune)
+
+
+def test_nan_payloads_cpu():
+    _check_nan_payloads("cpu")
+
+
+@pytest.mark.cuda
+def test_nan_payloads_cuda():
+    _check_nan_payloads("cuda")
+
+
 def test_non_contiguous_weight():
     weight = torch.randn(40, 3)
     assert torch.equal(ops.magnitude_prune_mask(weight.t(), 0.4), ops.reference_magnitude_prune_mask(weight.t(), 0.4))

@@ -1,5 +1,5 @@
 // CUDA magnitude-prune mask: a radix select per group on the magnitude's bit pattern (the sign bit
-// cleared, so unsigned integer order is magnitude order, NaN above +inf, exactly as the CPU kernel),
+// cleared, so unsigned integer order is magnitude order; every NaN one key above +inf, as the CPU kernel),
 // every group in the same launches.
 //
 // The threshold is the key of rank n_prune - 1 (0-based, ascending). Each group is cut into slices,
@@ -50,6 +50,14 @@ struct Radix {
   static constexpr int kKeyBits = 8 * sizeof(key_t) - 1;  // the sign bit is cleared
   static constexpr int kPasses = (kKeyBits + kRadixBits - 1) / kRadixBits;
   static constexpr key_t kMagnitude = ~(key_t(1) << kKeyBits);
+  static constexpr int kMantissaBits = sizeof(key_t) == 4 ? 23 : 52;
+  static constexpr key_t kInf = kMagnitude & ~((key_t(1) << kMantissaBits) - 1);  // +inf's bits
+  // A weight's key: its magnitude's bits, every NaN on one key above +inf (the reference's sort
+  // ranks NaNs of any payload as equal).
+  __host__ __device__ static key_t key_of(key_t bits) {
+    bits &= kMagnitude;
+    return bits > kInf ? key_t(kInf + 1) : bits;
+  }
   // Pass p reads bits [shift(p), shift(p) + width(p)), from the top.
   __host__ __device__ static constexpr int shift(int pass) {
     return kKeyBits - kRadixBits * (pass + 1) > 0 ? kKeyBits - kRadixBits * (pass + 1) : 0;
@@ -162,7 +170,7 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int k = 0; k < kItems; ++k) {
-      const key_t key = loaded[k] & R::kMagnitude;
+      const key_t key = R::key_of(loaded[k]);
       const bool counted = base + k * kThreads + threadIdx.x < end && (key & resolved) == prefix;
       const unsigned digit = counted ? static_cast<unsigned>(key >> shift) & digit_mask : kNoDigit;
       // One shared atomic per distinct digit in the warp: many equal magnitudes (exact zeros, say)
@@ -202,7 +210,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t begin = s * slice_len, end = min(size, begin + slice_len);
   int64_t ties = 0;
 #pragma unroll 4
-  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) ties += (row[j] & R::kMagnitude) == threshold;
+  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) ties += R::key_of(row[j]) == threshold;
   ties = block_sum(ties, scratch);
   if (threadIdx.x == 0) slice_ties[g * slices + s] = static_cast<unsigned>(ties);
 }
@@ -239,7 +247,7 @@ __global__ void __launch_bounds__(kThreads)
     const bool class_kept = splits_ties(sel);
 #pragma unroll 4
     for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) {
-      const key_t bits = row[j] & R::kMagnitude & resolved;
+      const key_t bits = R::key_of(row[j]) & resolved;
       out[j] = bits > prefix || (class_kept && bits == prefix);
     }
     return;
@@ -248,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int64_t base = begin; base < end; base += kThreads) {
     const int64_t j = base + threadIdx.x;
-    const key_t key = j < end ? row[j] & R::kMagnitude : key_t(0);
+    const key_t key = j < end ? R::key_of(row[j]) : key_t(0);
     const bool tie = j < end && key == prefix;
     const unsigned ballot = __ballot_sync(kFullWarp, tie);
     if (lane == 0) warp_ties[warp] = __popc(ballot);
