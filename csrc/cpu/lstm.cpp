@@ -115,11 +115,21 @@ template <typename T>
 constexpr int64_t kPanel = 2 * kLanes<T>;
 constexpr int64_t kMaxRows = 6;  // 6 rows x 2 vectors = 12 accumulators, out of 16 AVX registers
 
-// Weights times their mask, one vector at a time. Masks are read as stored: bool (as bytes, a
-// quarter of a float mask's traffic) or the weights' dtype. GCC widens bytes to float lanes one by
-// one, so for float the eight bytes are broadcast to every quarter of a vector and byte i is copied
-// into the four bytes of lane i by one in-lane byte shuffle (vpbroadcastq + vpshufb); lanes that are
-// not zero select the kept weights.
+// Weight i times its mask (none: nullptr). Masks are read as stored: bool (as bytes, a quarter of a
+// float mask's traffic), which selects, or the weights' dtype, which multiplies.
+template <typename T, typename M>
+HAPRUNED_INLINE T masked_value(const T* w, const M* mask, int64_t i) {
+  if (mask == nullptr) return w[i];
+  if constexpr (std::is_same_v<M, uint8_t>)
+    return mask[i] ? w[i] : T(0);
+  else
+    return w[i] * mask[i];
+}
+
+// masked_value for a vector of weights. GCC widens bytes to float lanes one by one, so for float
+// the eight bytes are broadcast to every quarter of a vector and byte i is copied into the four
+// bytes of lane i by one in-lane byte shuffle (vpbroadcastq + vpshufb); lanes that are not zero
+// select the kept weights.
 template <typename T, typename M>
 HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
   Vec<T> v;
@@ -146,9 +156,8 @@ HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
     std::memcpy(&v, &v_bits, sizeof(v));
     return v;
   } else {
-    Vec<T> m;
-    for (int64_t lane = 0; lane < kLanes<T>; ++lane) m[lane] = static_cast<T>(mask[lane]);
-    return v * m;
+    for (int64_t lane = 0; lane < kLanes<T>; ++lane) v[lane] = masked_value(w, mask, lane);
+    return v;
   }
 }
 
@@ -162,10 +171,8 @@ void pack_rows(const T* w, const M* mask, int64_t G, int64_t K, int64_t N, T* ou
   at::parallel_for(0, G * K, 64, [&](int64_t begin, int64_t end) {
     for (int64_t gk = begin; gk < end; ++gk) {
       T* dst = out + (gk / K) * group_stride + gk % K * kPanel<T>;
-      for (int64_t n = 0; n < N; ++n) {
-        const T v = w[gk * N + n];
-        dst[n / kPanel<T> * K * kPanel<T> + n % kPanel<T>] = mask ? v * static_cast<T>(mask[gk * N + n]) : v;
-      }
+      for (int64_t n = 0; n < N; ++n)
+        dst[n / kPanel<T> * K * kPanel<T> + n % kPanel<T>] = masked_value(w, mask, gk * N + n);
     }
   });
 }
@@ -232,8 +239,7 @@ HAPRUNED_SIMD_CLONES void pack_transposed_panels(int64_t begin, int64_t end, con
           }
     for (int64_t k = k0; k < K; ++k)
       for (int64_t j = 0; j < std::min(P, N - n0); ++j) {
-        const int64_t at = (n0 + j) * K + k;
-        dst[k * P + j] = mg ? wg[at] * static_cast<T>(mg[at]) : wg[at];
+        dst[k * P + j] = masked_value(wg, mg, (n0 + j) * K + k);
       }
   }
 }
@@ -433,7 +439,7 @@ HAPRUNED_INLINE void dot_tile(const DotOperand<T, M>& first, const DotOperand<T,
     }
     for (; k < op->K; ++k)
       for (int64_t n = 0; n < RN; ++n) {
-        const T w = op->w[n * op->K + k] * (op->mask ? static_cast<T>(op->mask[n * op->K + k]) : T(1));
+        const T w = masked_value(op->w, op->mask, n * op->K + k);
         for (int64_t b = 0; b < RB; ++b) tail[b][n] += op->a[b * op->lda + k] * w;
       }
   }
@@ -509,7 +515,7 @@ HAPRUNED_SIMD_CLONES void select_kept(int64_t begin, int64_t end, const T* w, co
     const Vec<T> v = load_masked(w + i, mask + i);
     std::memcpy(out + i, &v, sizeof(v));
   }
-  for (; i < end; ++i) out[i] = mask[i] ? w[i] : T(0);
+  for (; i < end; ++i) out[i] = masked_value(w, mask, i);
 }
 
 // out = weight * mask (out may be weight). ATen's multiply by a bool mask converts it element by
