@@ -46,7 +46,7 @@ def test_each_algorithm_gets_its_own_defaults_from_the_presets():
         ("dqn", {"clip": 0.1}, "clip"),
         ("pai", {"method": "harmonic"}, "method"),
         ("pai", {"i_prune": 3}, "i_prune"),
-        ("pai", {"replay_batch": 4}, "replay_batch"),
+        ("pai", {"replay_batch": 8}, "replay_batch"),
         ("ac", {"epochs": 3}, "epochs"),
         ("ac", {"clip": 0.3}, "clip"),
         ("ppo", {"target_update": 5}, "target_update"),

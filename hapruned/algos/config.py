@@ -100,7 +100,7 @@ class TrainConfig:
     normalize_advantages: bool = field(default=True, metadata={"help": "standardise advantages per minibatch and agent"})
     # DQN
     replay_capacity: int = field(default=1000, metadata={"help": "dqn: episodes the replay buffer holds per seed, >= 1"})
-    replay_batch: int = field(default=16, metadata={"help": "dqn: episodes per sequence update, >= 1"})
+    replay_batch: int = field(default=4, metadata={"help": "dqn: episodes per sequence update (their N agents' sequences each), >= 1"})
     updates_per_iteration: int = field(default=8, metadata={"help": "dqn: gradient updates per iteration, >= 1"})
     target_update: int = field(default=100, metadata={"help": "dqn: updates between hard copies of the online network into the target, >= 1"})
     target_tau: float = field(default=0.0, metadata={"help": "dqn: Polyak rate of the target network after every update, in [0, 1]; 0 = hard copies"})
@@ -267,6 +267,6 @@ ALGO_DEFAULTS = {
     "pai": {"method": "constant", "sparsity": 0.5},
 }
 ALGO_PRESETS = {
-    ("paper", "dqn"): {"replay_batch": 8, "updates_per_iteration": 1},
+    ("paper", "dqn"): {"updates_per_iteration": 2},
 }
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
