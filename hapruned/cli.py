@@ -3,6 +3,7 @@
 
 import argparse
 import importlib
+import sys
 
 # sub-command name -> module providing add_parser()
 COMMANDS = {
@@ -24,4 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:  # commands that can resume say how themselves
+        print(f"hapruned {args.command}: interrupted", file=sys.stderr)
+        return 130

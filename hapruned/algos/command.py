@@ -61,11 +61,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # imported here so that `hapruned --help` stays quick
     import hapruned
-    from hapruned.algos.trainer import RunDirError, TrainingDiverged, check_device, train
+    from hapruned.algos.trainer import (RunDirError, TrainingDiverged, TrainingInterrupted, check_device, train,
+                                        training_memory)
+    from hapruned.resources import check_memory
 
     try:
         config = config_from_args(args)
         check_device(config.device)
+        check_memory(training_memory(config))
     except ValueError as err:
         parser.error(flag_names(str(err), TrainConfig))
     if args.checkpoint_every < 1:
@@ -81,6 +84,12 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(err))
     except TrainingDiverged as err:
         print(f"hapruned train: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as err:
+        print(f"hapruned train: {err}", file=sys.stderr)
+        return 130
+    except OSError as err:  # e.g. the disk filled up or the directory became read-only mid-run
+        print(f"hapruned train: error: {err.strerror or err}: {err.filename or args.out}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -7,13 +7,17 @@ workstation budget (``fast``).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from hapruned.env import DSAConfig
+from hapruned.env.rng import MAX_SEED
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
 METHODS = ("dense", "harmonic", "linear", "polynomial", "cosine", "constant")
@@ -22,22 +26,42 @@ CRITIC_INPUTS = ("own", "joint")
 SETUPS = ("A", "B")
 
 
+# More seeds than this in one run is surely a typo (and each seed's networks take memory).
+MAX_SEEDS = 10_000
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``"0-4"`` -> (0, 1, 2, 3, 4); ``"1,5,7"`` -> (1, 5, 7); ranges and lists may be mixed."""
     seeds = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
-        seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected seeds as integers and ranges such as 0-4 or 1,5,7, got {text!r}") from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"the range {part.strip()!r} runs backwards; write it low-high, e.g. {last}-{first}")
+        if last - first + len(seeds) >= MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds per run, got {text!r}")
+        seeds.extend(range(first, last + 1))
     return tuple(seeds)
 
 
 def parse_floats(text: str) -> tuple[float, ...]:
     """``"0.9,0.95"`` -> (0.9, 0.95)."""
-    return tuple(float(part) for part in text.split(","))
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.9,0.95, got {text!r}") from None
 
 
 def _is_int(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _is_real(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -118,6 +142,11 @@ class TrainConfig:
         def fail(name, allowed, value):
             raise ValueError(f"TrainConfig.{name} must be {allowed}, got {value!r}")
 
+        for name, hint in typing.get_type_hints(TrainConfig).items():
+            if hint is float:
+                if not _is_real(getattr(self, name)):
+                    fail(name, "a finite number", getattr(self, name))
+                object.__setattr__(self, name, float(getattr(self, name)))
         for name, allowed in (("algo", ALGOS), ("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES),
                               ("critic_input", CRITIC_INPUTS)):
             if getattr(self, name) not in allowed:
@@ -130,9 +159,10 @@ class TrainConfig:
                 fail(name, "an integer >= 1", getattr(self, name))
         if self.period is not None and (not _is_int(self.period) or self.period < 1):
             fail("period", "None or an integer >= 1", self.period)
-        for name in ("i_start", "seed"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
-                fail(name, "an integer >= 0", getattr(self, name))
+        if not _is_int(self.i_start) or self.i_start < 0:
+            fail("i_start", "an integer >= 0", self.i_start)
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            fail("seed", f"an integer in [0, {MAX_SEED}]", self.seed)
         if self.i_end is not None and (not _is_int(self.i_end) or not self.i_start < self.i_end <= self.iterations):
             fail("i_end", f"None or an integer in (i_start={self.i_start}, iterations={self.iterations}]", self.i_end)
         if self.i_end is None and self.method != "dense" and self.i_start >= self.iterations:
@@ -142,18 +172,19 @@ class TrainConfig:
         if not 0.0 <= self.sparsity < 1.0:
             fail("sparsity", "a float in [0, 1)", self.sparsity)
         if self.agent_sparsity is not None:
-            values = tuple(float(p) for p in self.agent_sparsity)
-            if len(values) != self.n_users or not all(0.0 <= p < 1.0 for p in values):
+            values = tuple(self.agent_sparsity) if isinstance(self.agent_sparsity, (tuple, list)) else ()
+            if len(values) != self.n_users or not all(_is_real(p) and 0.0 <= p < 1.0 for p in values):
                 fail("agent_sparsity", f"None or n_users={self.n_users} floats in [0, 1)", self.agent_sparsity)
-            object.__setattr__(self, "agent_sparsity", values)
+            object.__setattr__(self, "agent_sparsity", tuple(float(p) for p in values))
         if not 0.0 <= self.p0 < 1.0:
             fail("p0", "a float in [0, 1)", self.p0)
         if not 0.0 <= self.amplitude <= 1.0:
             fail("amplitude", "a float in [0, 1]", self.amplitude)
         if self.seeds is not None:
             seeds = tuple(self.seeds)
-            if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-                fail("seeds", "None or distinct integers >= 0", self.seeds)
+            if (not seeds or len(seeds) > MAX_SEEDS or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds)
+                    or len(set(seeds)) != len(seeds)):
+                fail("seeds", f"None or at most {MAX_SEEDS} distinct integers in [0, {MAX_SEED}]", self.seeds)
             object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
         for name in ("actor_lr", "critic_lr", "clip"):
             if not getattr(self, name) > 0:

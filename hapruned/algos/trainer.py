@@ -18,6 +18,7 @@ the same as an uninterrupted run (same parameters, same metrics apart from the t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
+from hapruned.resources import check_memory
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -55,6 +57,10 @@ class RunDirError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the run stopped and the last good checkpoint is untouched."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message says where the run stopped and how to resume it."""
 
 
 def eval_seed(seed: int) -> int:
@@ -83,41 +89,46 @@ def train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    # everything that can be refused is refused before the run directory is touched
     check_device(config.device)
+    check_memory(training_memory(config))
     out = Path(out_dir)
     resolved = config_dict(config)
+    resuming = resume and (out / CONFIG_FILE).exists()
+    if not resuming:
+        _check_new_run_dir(out, resume)
 
     algo = LEARNERS[config.algo](config)
     trainer_state = {"wall_time_s": 0.0, "agent_steps": 0, "last_eval": None}
     start = 0
     checkpoint = out / CHECKPOINT_FILE
-    if resume and (out / CONFIG_FILE).exists():
-        _check_same_config(json.loads((out / CONFIG_FILE).read_text()), resolved, out)
+    if resuming:
+        _check_same_config(_read_config_file(out), resolved, out)
+        _remove_interrupted_writes(out)
         if checkpoint.exists():
-            # our own file, written by _save_checkpoint: it holds numpy RNG states, hence weights_only=False
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            algo.load_state_dict(saved["algo"])
+            saved = _load_checkpoint(checkpoint, resolved, config.iterations)
+            try:
+                algo.load_state_dict(saved["algo"])
+            except (KeyError, RuntimeError, ValueError, TypeError) as err:
+                raise RunDirError(_damaged(checkpoint, f"its state does not fit this run's networks ({_first_line(err)})")) from None
             torch.set_rng_state(saved["torch_rng"])
             trainer_state = saved["trainer"]
             start = saved["iteration"]
         _truncate_metrics(out / METRICS_FILE, start)
     else:
-        if out.exists() and any(out.iterdir()):
-            hint = (
-                f"it holds no {CONFIG_FILE}, so it is not a run directory"
-                if resume
-                else "pass resume=True (--resume) to continue that run"
-            )
-            raise RunDirError(f"out_dir {str(out)!r} is not empty; {hint}, or choose a new directory")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunDirError(f"cannot create the run directory {str(out)!r}: {err.strerror or err}") from None
         _write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
-        (out / METRICS_FILE).write_text("")
+        _write_atomic(out / METRICS_FILE, "")
 
     seeds = config.seed_list
     held_out = eval_seed(seeds[0])
     clock_start, time_before = time.perf_counter(), trainer_state["wall_time_s"]
     bar = tqdm(total=config.iterations, initial=start, file=sys.stderr, disable=not progress, desc="train", unit="it")
-    with bar, open(out / METRICS_FILE, "a") as metrics_file:
+    iteration = start
+    with bar, open(out / METRICS_FILE, "a") as metrics_file, _interrupt_note(out, lambda: (iteration, start)):
         for iteration in range(start + 1, config.iterations + 1):
             tic = time.perf_counter()
             try:
@@ -190,15 +201,135 @@ def check_device(device: str) -> None:
         )
 
 
+def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
+    """Rough bytes of the large parts of a run (see ``hapruned.resources.check_memory``); each part
+    names the flags it grows with."""
+    S, N, K, T, H, L = len(config.seed_list), config.n_users, config.n_channels, config.horizon, config.hidden_size, config.num_layers
+    F, A, B, G = K + 5, K + 1, config.envs_per_iteration, S * N
+    per_network = 4 * H * (F + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + A * (H + 1)  # weights of one LSTM + head
+    networks = 4 * 6 * per_network * G * (2 if config.algo != "dqn" else 1)  # + critic, grads, Adam, masks
+    # training: the recorded rollout and the sequence ops' saved activations (gates, states) with gradients
+    sequences = G * B if config.algo == "dqn" else 2 * G * B // config.minibatches
+    training = 4 * T * (G * B * (F + 4) + 2 * 6 * H * L * sequences)
+    replay = S * config.replay_capacity * T * (N * (F + 1) + 8) if config.algo == "dqn" else 0
+    # evaluation: S x eval_episodes environments (SNRs and rates float64) and the recurrent states
+    evaluation = S * config.eval_episodes * N * (8 * (2 * K + 4) + 4 * F + 4 * H * (2 * L + 12))
+    return {
+        "the networks": (networks, "--n-users, --hidden-size, --num-layers and the number of --seeds"),
+        "the rollout and update": (training, "--envs-per-iteration, --horizon, --n-users and --hidden-size"),
+        "the replay buffer": (replay, "--replay-capacity, --horizon and --n-users"),
+        "the evaluation": (evaluation, "--eval-episodes, --n-users, --n-channels and --hidden-size"),
+    }
+
+
 def load_config(out_dir) -> TrainConfig:
-    """The config a run directory was started with (its ``config.json``)."""
-    return TrainConfig(**json.loads((Path(out_dir) / CONFIG_FILE).read_text()))
+    """The config a run directory was started with (its ``config.json``); RunDirError if it is damaged."""
+    path = Path(out_dir) / CONFIG_FILE
+    values = _read_config_file(Path(out_dir))
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{str(path)!r} does not hold a valid training config ({_first_line(err)}); "
+                          f"it is damaged: start a new --out") from None
 
 
 def load_metrics(out_dir) -> list[dict]:
-    """The records of ``metrics.jsonl`` in a run directory, in order."""
-    with open(Path(out_dir) / METRICS_FILE) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of ``metrics.jsonl`` in a run directory, in order; a partial last line (what a crash
+    mid-write leaves) is left out."""
+    return _read_metrics(Path(out_dir) / METRICS_FILE)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise RunDirError(f"{str(path)!r} is damaged at line {number} (not JSON); start a new --out") from None
+        records.append(record)
+    return records
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _damaged(path: Path, what: str) -> str:
+    return (f"cannot resume from {str(path)!r}: {what}. Delete it and run again with --resume to restart "
+            f"this run from iteration 0, or start a new --out")
+
+
+def _check_new_run_dir(out: Path, resume: bool) -> None:
+    """A new run needs ``out`` to be an empty directory or a path that can become one."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"the run directory {str(out)!r} exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        hint = (f"it holds no {CONFIG_FILE}, so it is not a run directory" if resume
+                else "pass resume=True (--resume) to continue that run")
+        raise RunDirError(f"the run directory {str(out)!r} is not empty; {hint}, or choose a new --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunDirError(f"cannot create the run directory {str(out)!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot create the run directory {str(out)!r}: {str(parent)!r} is not writable")
+
+
+def _read_config_file(out: Path) -> dict:
+    path = out / CONFIG_FILE
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{str(path)!r} is not valid JSON ({_first_line(err)}); it is damaged: start a new --out") from None
+    if not isinstance(values, dict):
+        raise RunDirError(f"{str(path)!r} does not hold a training config (a JSON object); start a new --out")
+    return values
+
+
+def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
+    """Read ``checkpoint.pt`` and check that it belongs to the run of ``config``."""
+    try:
+        # our own file, written by _save_checkpoint: it holds numpy RNG states, hence weights_only=False
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load raises many kinds on a truncated or foreign file
+        raise RunDirError(_damaged(path, f"it is damaged ({type(err).__name__}: {_first_line(err)})")) from None
+    keys = {"iteration", "algo", "torch_rng", "trainer", "config"}
+    if not isinstance(saved, dict) or not keys <= saved.keys():
+        raise RunDirError(_damaged(path, "it is not a hapruned checkpoint"))
+    if saved["config"] != config:
+        differing = sorted(k for k in saved["config"].keys() | config.keys() if saved["config"].get(k) != config.get(k))
+        raise RunDirError(_damaged(path, f"it was written by another run (its config differs from {CONFIG_FILE} "
+                                         f"in {', '.join(differing)})"))
+    if not (isinstance(saved["iteration"], int) and 0 <= saved["iteration"] <= iterations):
+        raise RunDirError(_damaged(path, f"its iteration {saved['iteration']!r} is outside 0..{iterations}"))
+    return saved
+
+
+def _remove_interrupted_writes(out: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left behind."""
+    for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, SUMMARY_FILE):
+        for stray in out.glob(f"{name}.*.tmp"):
+            stray.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _interrupt_note(out: Path, where):
+    """Turn Ctrl-C into TrainingInterrupted, whose message says where the run stopped and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if isinstance(err, TrainingInterrupted):
+            raise
+        iteration, saved = where()
+        raise TrainingInterrupted(
+            f"interrupted at iteration {iteration}; the last checkpoint is at iteration {saved}; "
+            f"resume with: hapruned train --out {str(out)} --resume"
+        ) from None
 
 
 def _check_same_config(saved: dict, current: dict, out: Path) -> None:
@@ -212,14 +343,17 @@ def _check_same_config(saved: dict, current: dict, out: Path) -> None:
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop the records written after the checkpoint, so the resumed run rewrites them."""
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    kept = [line for line in lines if line.strip() and json.loads(line)["iteration"] <= iteration]
-    _write_atomic(path, "".join(kept))
+    """Drop the records written after the checkpoint (and a partial last line), so the resumed run
+    rewrites them."""
+    kept = [record for record in _read_metrics(path) if record.get("iteration", 0) <= iteration]
+    if [record.get("iteration") for record in kept] != list(range(1, iteration + 1)):
+        raise RunDirError(f"{str(path)!r} lacks records of iterations before the checkpoint's ({iteration}); "
+                          f"it is damaged: start a new --out")
+    _write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _last_record(path: Path) -> dict | None:
-    records = load_metrics(path.parent)
+    records = _read_metrics(path)
     return records[-1] if records else None
 
 
@@ -236,14 +370,20 @@ def _replace_atomically(path: Path, write, binary: bool) -> None:
     mid-write leaves the previous file whole and no stray file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would under the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 

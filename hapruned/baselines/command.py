@@ -11,8 +11,10 @@ import time
 
 from hapruned.baselines import SCHEMES, SlottedAloha, evaluate
 from hapruned.baselines.oracle import check_oracle_channels
-from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args
+from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
 from hapruned.env import DSAConfig
+from hapruned.env.rng import MAX_SEED
+from hapruned.resources import check_memory
 
 
 def _schemes(text: str) -> list[str]:
@@ -51,15 +53,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for name in ("episodes", "num_envs"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        if args.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        if not 0 <= args.seed <= MAX_SEED:
+            raise ValueError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
         policies = {name: SCHEMES[name]() for name in args.schemes}
         if "aloha" in policies:
             policies["aloha"] = SlottedAloha(args.aloha_p)
         if "oracle" in policies:
             check_oracle_channels(config.n_channels)  # fail before any other scheme runs
+        check_memory(baselines_memory(config, args.episodes, args.num_envs, "oracle" in policies))
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_names(str(error), DSAConfig))
 
     show_progress = not args.json and sys.stderr.isatty()
     results = {}
@@ -92,6 +95,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         print(_table(config, args, results))
     return 0
+
+
+def baselines_memory(config: DSAConfig, episodes: int, num_envs: int, oracle: bool) -> dict[str, tuple[float, str]]:
+    """Rough bytes of an evaluation's large parts (see ``hapruned.resources.check_memory``)."""
+    N, K = config.n_users, config.n_channels
+    batch = min(num_envs, episodes)
+    return {
+        # SNRs, rates, observations and the schemes' per-user state, float64 per user and channel
+        "the environments": (8 * batch * N * (6 * K + 8), "--num-envs, --n-users and --n-channels"),
+        "the oracle's matching": ((N + 8) << K if oracle else 0, "--n-users and --n-channels"),
+        "the episode rewards": (16 * episodes, "--episodes"),
+    }
 
 
 def _progress_bar(name: str, total: int):

@@ -11,6 +11,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+# The largest seed a user may give: seeds feed 64-bit generators together with offsets (e.g. a run's
+# evaluation seed), so they stay below 2^63.
+MAX_SEED = 2**63 - 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -29,9 +32,9 @@ def next_uniform(states, i):
 
 def seed_states(seed: int, count: int) -> np.ndarray:
     """Independent starting states for ``count`` streams derived from one integer seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    base = np.uint64(seed % (1 << 64))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
+    base = np.uint64(seed)
     with np.errstate(over="ignore"):
         index = np.arange(count, dtype=np.uint64)
         return _mix_array(_mix_array(base + _GOLDEN) ^ (index * _MIX2 + _GOLDEN))
