@@ -46,6 +46,8 @@ def dataclass_from_args(base, args: argparse.Namespace, skip=()):
     return dataclasses.replace(base, **changes)
 
 
-def flag_names(message: str, cls) -> str:
-    """``message`` with every ``Cls.field`` of ``cls`` written as the flag ``--field`` the user types."""
-    return re.sub(rf"\b{cls.__name__}\.(\w+)", lambda m: _flag(m.group(1)), message)
+def flag_names(message: str, *classes) -> str:
+    """``message`` with every ``Cls.field`` of the given dataclasses written as the flag ``--field``."""
+    for cls in classes:
+        message = re.sub(rf"\b{cls.__name__}\.(\w+)", lambda m: _flag(m.group(1)), message)
+    return message

@@ -46,9 +46,9 @@ def test_matching_equals_brute_force(case):
 
 
 def test_matching_rejects_too_many_channels():
-    with pytest.raises(ValueError, match="n_channels must be <= 16"):
+    with pytest.raises(ValueError, match="at most 16 channels"):
         max_weight_matching(np.ones((2, MAX_ORACLE_CHANNELS + 1)))
-    with pytest.raises(ValueError, match="n_channels must be <= 16"):
+    with pytest.raises(ValueError, match="at most 16 channels"):
         evaluate(Oracle(), DSAConfig(n_channels=MAX_ORACLE_CHANNELS + 1), episodes=1)
 
 

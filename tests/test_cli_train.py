@@ -167,3 +167,20 @@ def test_each_algorithm_trains_through_the_command(tmp_path, capsys, algo, extra
     summary = json.loads(capsys.readouterr().out)
     assert json.loads((out / "config.json").read_text())["algo"] == algo
     assert summary["iterations"] == 2 and len(summary["final_eval_reward_per_seed"]) == 1
+
+
+def test_every_environment_field_is_a_train_flag(tmp_path, capsys):
+    from hapruned.env import DSAConfig
+
+    flags = {action.option_strings[0] for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+             if action.option_strings}
+    for field in DSAConfig.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in flags, field
+    out = tmp_path / "run"
+    assert run(["train", "--out", str(out), "--json", *TINY, "--pu-prob", "0.1,0.3", "--snr-low", "10",
+                "--snr-high", "12"]) == 0
+    config = command.config_from_args(build_parser().parse_args(["train", "--out", str(out), "--resume"]))
+    assert config.env_config == DSAConfig(n_users=2, n_channels=2, horizon=8, snr_low=10, snr_high=12, pu_prob=(0.1, 0.3))
+    # a lower SNR range than the default lowers the rate of every success, so the rewards follow the flags
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["final_eval_reward"] <= 2 * 8 * 3.71  # log2(1 + 12) per success at most

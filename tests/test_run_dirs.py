@@ -256,6 +256,7 @@ TRAIN_FLAGS = {
     "--method": ["harmonic", "dense", "constant", "cubic"], "--prune-mode": ["regrow", "masked", "soft"],
     "--critic-input": ["own", "joint", "none"], "--seeds": ["0-2", "3-1", "1,1", "x", "0-99999"],
     "--agent-sparsity": ["0.5,0.5", "0.5", "1,1", "x,y"], "--device": ["cpu", "cuda", "tpu"],
+    "--pu-prob": FLOAT_VALUES + ["0.1,0.2", "0.1,x"], "--snr-low": FLOAT_VALUES, "--snr-high": FLOAT_VALUES,
     **{flag: MEMORY_INTS for flag in ("--n-users", "--horizon", "--envs-per-iteration", "--eval-episodes",
                                       "--hidden-size", "--replay-capacity")},
     **{flag: INT_VALUES for flag in ("--n-channels", "--num-layers", "--epochs", "--minibatches", "--i-prune",

@@ -17,6 +17,7 @@ import numpy as np
 
 from hapruned.algos.config import PRESETS, TrainConfig
 from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
+from hapruned.env import DSAConfig
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_device(config.device)
         check_memory(training_memory(config))
     except ValueError as err:
-        parser.error(flag_names(str(err), TrainConfig))
+        parser.error(flag_names(str(err), TrainConfig, DSAConfig))
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.threads is not None:

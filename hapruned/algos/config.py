@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from hapruned.env import DSAConfig
+from hapruned.env.config import PuProb
 from hapruned.env.rng import MAX_SEED
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
@@ -64,6 +65,10 @@ def _is_real(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
 
 
+# The environment's own flags, described once in DSAConfig.
+_ENV_FIELDS = {f.name: f for f in dataclasses.fields(DSAConfig)}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run; several ``seeds`` train side by side as extra groups.
@@ -80,6 +85,9 @@ class TrainConfig:
     n_users: int = field(default=10, metadata={"help": "number of users (agents) N, >= 1"})
     n_channels: int = field(default=5, metadata={"help": "number of channels K, >= 1"})
     horizon: int = field(default=100, metadata={"help": "slots per episode T, >= 1"})
+    snr_low: Optional[float] = field(default=None, metadata={**_ENV_FIELDS["snr_low"].metadata, "parse": float, "help": _ENV_FIELDS["snr_low"].metadata["help"] + " (default: the setup's, 30)"})
+    snr_high: Optional[float] = field(default=None, metadata={**_ENV_FIELDS["snr_high"].metadata, "parse": float, "help": _ENV_FIELDS["snr_high"].metadata["help"] + " (default: the setup's, 40)"})
+    pu_prob: Optional[PuProb] = field(default=None, metadata={**_ENV_FIELDS["pu_prob"].metadata, "help": _ENV_FIELDS["pu_prob"].metadata["help"] + " (default: the setup's, A 0, B 0.2)"})
     # pruning
     method: str = field(default="harmonic", metadata={"help": "sparsity schedule of the actors: " + " | ".join(METHODS)})
     sparsity: float = field(default=0.95, metadata={"help": "final actor sparsity p_final in [0, 1) (ignored by dense; pai: its fixed masks' sparsity)"})
@@ -213,6 +221,9 @@ class TrainConfig:
                 fail(name, f"{value!r} with algo {self.algo!r} ({ALGO_NOTES[self.algo]})", getattr(self, name))
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             fail("device", "cpu, cuda or cuda:N", self.device)
+        env = self.env_config  # DSAConfig checks the environment's fields (its messages name them)
+        if self.pu_prob is not None:
+            object.__setattr__(self, "pu_prob", env.pu_prob)
 
     # derived values, computed in one place
     @property
@@ -222,7 +233,10 @@ class TrainConfig:
 
     @property
     def env_config(self) -> DSAConfig:
-        return DSAConfig.setup(self.setup, n_users=self.n_users, n_channels=self.n_channels, horizon=self.horizon)
+        """The environment: the paper's ``setup`` with this config's sizes and any SNR or primary-user
+        value given here."""
+        given = {name: getattr(self, name) for name in ("snr_low", "snr_high", "pu_prob") if getattr(self, name) is not None}
+        return DSAConfig.setup(self.setup, n_users=self.n_users, n_channels=self.n_channels, horizon=self.horizon, **given)
 
     @property
     def schedule_period(self) -> float:

@@ -76,8 +76,8 @@ def check_oracle_channels(n_channels: int) -> None:
     """Raise a ValueError if the exact matching would be too costly for ``n_channels``."""
     if n_channels > MAX_ORACLE_CHANNELS:
         raise ValueError(
-            f"the oracle's exact matching costs O(N * 2^K * K); n_channels must be <= "
-            f"{MAX_ORACLE_CHANNELS}, got {n_channels}"
+            f"the oracle's exact matching costs O(N * 2^K * K), so it takes at most {MAX_ORACLE_CHANNELS} channels, "
+            f"got {n_channels}"
         )
 
 
