@@ -27,7 +27,7 @@ FEEDBACK_SLOT = {0: 0, 1: 1, -1: 2, -2: 3}  # feedback code -> one-hot slot, as 
 
 
 class NaiveDSAEnv:
-    """One DSA environment (DESIGN.md §1) in plain Python: per-user loops, NumPy random draws."""
+    """One DSA environment (docs/design.md §1) in plain Python: per-user loops, NumPy random draws."""
 
     def __init__(self, n_users, n_channels, horizon, pu_prob, snr_low=30.0, snr_high=40.0, seed=0):
         self.n_users, self.n_channels, self.horizon = n_users, n_channels, horizon

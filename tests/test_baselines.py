@@ -15,7 +15,7 @@ from hapruned.baselines import (
 )
 from hapruned.env import BatchedDSAEnv, DSAConfig
 
-# DESIGN.md §1: independent anchors for the paper config (N=10, K=5, T=100), 2000 episodes
+# docs/design.md §1: independent anchors for the paper config (N=10, K=5, T=100), 2000 episodes
 ANCHORS = {("aloha", "A"): 1000.6, ("aloha", "B"): 800.4, ("oracle", "A"): 2660.0, ("oracle", "B"): 2130.0}
 
 

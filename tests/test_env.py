@@ -171,7 +171,7 @@ def test_slotted_aloha_matches_its_closed_form_and_the_paper_anchor(setup, ancho
     success = p * (1 - p / n_channels) ** (n_users - 1) * (1 - config.pu_probs[0])
     expected = config.horizon * n_users * success * mean_rate
     assert abs(totals.mean() - expected) < 6 * totals.std() / np.sqrt(episodes), (totals.mean(), expected)
-    assert abs(totals.mean() - anchor) < 0.01 * anchor  # DESIGN.md §1 sanity anchor
+    assert abs(totals.mean() - anchor) < 0.01 * anchor  # docs/design.md §1 sanity anchor
 
 
 # ---------------------------------------------------------------------------- validation
@@ -292,7 +292,7 @@ def test_config_presets_and_normal_forms():
 
 # ---------------------------------------------------------------------------- encoder
 
-FEEDBACK_SLOT = {0: 0, 1: 1, -1: 2, -2: 3}  # DESIGN.md §1: one-hot(o) over (idle, ACK, NACK, PU)
+FEEDBACK_SLOT = {0: 0, 1: 1, -1: 2, -2: 3}  # docs/design.md §1: one-hot(o) over (idle, ACK, NACK, PU)
 
 
 def test_encoder_one_hot_layout():

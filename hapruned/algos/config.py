@@ -1,4 +1,4 @@
-"""Configuration of an IAGC-PPO training run (paper Section III; decisions in DESIGN.md §2-§3).
+"""Configuration of an IAGC-PPO training run (paper Section III; decisions in docs/design.md §2-§3).
 
 One frozen dataclass holds every knob; the ``hapruned train`` flags are generated from it
 (``hapruned.config_cli``), and ``TrainConfig.preset`` gives the published budget (``paper``) or the

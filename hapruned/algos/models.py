@@ -1,4 +1,4 @@
-"""The IAGC networks (paper Section III-a, DESIGN.md §2), stored grouped so one op serves every agent.
+"""The IAGC networks (paper Section III-a, docs/design.md §2), stored grouped so one op serves every agent.
 
 Actors: one LSTM(num_layers x hidden) -> linear -> softmax per group, where a group is one agent of
 one training seed (groups = seeds x agents). Critic: one dense LSTM -> linear -> scalar per seed,

@@ -1,5 +1,5 @@
 """The IAGC actor-critic family: independent LSTM actors, one global LSTM critic (paper Section III;
-decisions in DESIGN.md §2). Three update rules share everything else:
+decisions in docs/design.md §2). Three update rules share everything else:
 
 - ``ppo`` (IAGC-PPO, the paper's method): ``epochs`` of clipped PPO over each iteration's episodes,
   then a prune step of the actors' schedule;

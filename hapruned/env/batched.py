@@ -1,6 +1,6 @@
 """The batched DSA simulator: B synchronous environments stepped by one numba kernel.
 
-Rules (DESIGN.md §1): at each slot every channel k is independently occupied by a primary user
+Rules (docs/design.md §1): at each slot every channel k is independently occupied by a primary user
 with probability ``pu_prob[k]``. A user choosing channel k gets feedback ``-2`` if it is occupied,
 otherwise ``1`` (ACK) if it is alone on k and ``-1`` (NACK) if not; idle users get ``0``. An ACK
 yields ``log2(1 + snr[n, k])``, where ``snr ~ U[snr_low, snr_high]`` is drawn per user and channel at

@@ -1,4 +1,4 @@
-"""Configuration of the DSA environment (paper Section II; rules fixed in DESIGN.md §1)."""
+"""Configuration of the DSA environment (paper Section II; rules fixed in docs/design.md §1)."""
 
 from __future__ import annotations
 

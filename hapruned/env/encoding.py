@@ -1,4 +1,4 @@
-"""The network input y_t = [a_{t-1}, o_{t-1}] encoded as one-hot(a, K+1) ⊕ one-hot(o, 4) (DESIGN.md §1)."""
+"""The network input y_t = [a_{t-1}, o_{t-1}] encoded as one-hot(a, K+1) ⊕ one-hot(o, 4) (docs/design.md §1)."""
 
 import numpy as np
 

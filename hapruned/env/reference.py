@@ -1,7 +1,7 @@
 """A plain NumPy DSA environment, one environment at a time: the readable statement of the rules.
 
 It exists to check :class:`~hapruned.env.batched.BatchedDSAEnv` (tests drive both with the same
-random draws) and to serve as the baseline of the environment benchmark. Rules (DESIGN.md §1):
+random draws) and to serve as the baseline of the environment benchmark. Rules (docs/design.md §1):
 
 - Each of the N users picks an action ``a`` in ``0..K``: ``0`` stays idle, ``k`` transmits on channel k.
 - In every slot each channel k is independently occupied by a primary user with probability

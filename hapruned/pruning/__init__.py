@@ -1,4 +1,4 @@
-"""Sparsity schedules (paper Eqs. 10-14) and the magnitude pruner of the actors (DESIGN.md section 3)."""
+"""Sparsity schedules (paper Eqs. 10-14) and the magnitude pruner of the actors (docs/design.md §3)."""
 
 from hapruned.pruning.figure import figure1_curves
 from hapruned.pruning.pruner import MODES, Pruner

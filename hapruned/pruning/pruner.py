@@ -1,4 +1,4 @@
-"""Magnitude pruning of grouped weights under a sparsity schedule (DESIGN.md section 3).
+"""Magnitude pruning of grouped weights under a sparsity schedule (docs/design.md §3).
 
 Every listed weight has shape ``[G, ...]``: group (agent) g owns ``weight[g]``. By default one
 magnitude threshold per group covers all listed weights together (flatten each to ``[G, -1]``,
