@@ -1,0 +1,84 @@
+"""Exported actors on torch: each LSTM layer step is one call of the sparse op
+``hapruned::sparse_lstm_step`` on the file's CSR weights (float16 values stay float16 in memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hapruned.deploy.hpz import ActorWeights, read_hpz
+from hapruned.ops.library import check_sparse_layer, sparse_lstm_step_op
+
+
+def _torch_index(col_idx: np.ndarray) -> torch.Tensor:
+    """The file's unsigned column indices as a dtype the op reads: uint8 as is, wider ones signed."""
+    if col_idx.dtype == np.uint8:
+        return torch.from_numpy(col_idx.copy())
+    fits_int16 = col_idx.size == 0 or int(col_idx.max()) <= np.iinfo(np.int16).max
+    return torch.from_numpy(col_idx.astype(np.int16 if fits_int16 else np.int32))
+
+
+class SparseActor:
+    """One agent's exported actor and its LSTM state, for B environments stepped together.
+
+    ``reset(batch)`` zeroes the state; ``logits(features)`` takes the features of this step, (K + 5,)
+    when batch = 1 or (batch, K + 5) (see ``hapruned.deploy.observation_features``), advances the state
+    and returns the logits over the K + 1 actions, (K + 1,) or (batch, K + 1); ``act`` returns actions.
+    """
+
+    def __init__(self, weights: ActorWeights, metadata: dict):
+        arch = metadata["architecture"]
+        self.agent = weights.agent
+        self.n_channels = metadata["environment"]["n_channels"]
+        self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
+        self.num_layers, self.n_actions = arch["num_layers"], arch["n_actions"]
+        self._layers = []
+        for k, matrix in enumerate(weights.layers):
+            layer = (torch.from_numpy(matrix.row_ptr.astype(np.int32)), _torch_index(matrix.col_idx),
+                     torch.from_numpy(matrix.values.copy()), torch.from_numpy(matrix.bias.astype(np.float32)))
+            check_sparse_layer(*layer, self.input_size if k == 0 else self.hidden_size, self.hidden_size)
+            self._layers.append(layer)
+        self._head_weight = torch.from_numpy(weights.head.to_dense())  # (K + 1) x H: too small to pay for sparsity
+        self._head_bias = torch.from_numpy(weights.head.bias.astype(np.float32))
+        self.reset()
+
+    def reset(self, batch: int = 1) -> None:
+        """Start new episodes in ``batch`` environments: zero hidden and cell states."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        self.batch = batch
+        self._h = [torch.zeros(batch, self.hidden_size) for _ in range(self.num_layers)]
+        self._c = [torch.zeros(batch, self.hidden_size) for _ in range(self.num_layers)]
+
+    def logits(self, features) -> torch.Tensor:
+        """One step: features (K + 5,) or (batch, K + 5) -> logits (K + 1,) or (batch, K + 1)."""
+        x = torch.as_tensor(features, dtype=torch.float32)
+        single = x.ndim == 1
+        if single:
+            x = x.unsqueeze(0)
+        if x.shape != (self.batch, self.input_size):
+            raise ValueError(f"features must be ({self.input_size},) for batch 1 or (batch={self.batch}, "
+                             f"{self.input_size}), got {tuple(torch.as_tensor(features).shape)}")
+        x = x.contiguous()
+        for k, layer in enumerate(self._layers):
+            self._h[k], self._c[k] = sparse_lstm_step_op(x, self._h[k], self._c[k], *layer)
+            x = self._h[k]
+        logits = torch.addmm(self._head_bias, x, self._head_weight.T)
+        return logits[0] if single else logits
+
+    def act(self, features, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One step: the most likely action (``greedy``) or one drawn from the policy, as training draws
+        them: the first action whose cumulative probability exceeds a uniform draw from ``generator``.
+        Returns int64, () or (batch,)."""
+        logits = self.logits(features)
+        if greedy:
+            return logits.argmax(-1)
+        u = torch.rand(logits.shape[:-1] + (1,), generator=generator)
+        return (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_(max=self.n_actions - 1)
+
+
+def load_actors(path) -> list[SparseActor]:
+    """One ``SparseActor`` per agent of an ``.hpz`` file, in the file's order (``actor.agent`` is the
+    agent's index in the run)."""
+    metadata, actors = read_hpz(path)
+    return [SparseActor(weights, metadata) for weights in actors]

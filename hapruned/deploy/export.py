@@ -1,0 +1,124 @@
+"""Export the pruned actors of a training run: to an ``.hpz`` file (sparse, see ``hapruned.deploy.hpz``)
+or to an ONNX graph (dense, see ``hapruned.deploy.onnx_graph``).
+
+A run directory holds the actors of every training seed as groups ``seed_index * N + agent`` of
+the grouped tensors in ``checkpoint.pt``; one seed is exported (by default the run's first). The
+effective weight is the weight times its mask where the run pruned in ``masked`` mode; in ``regrow``
+mode the zeros are in the weights. Only the PPO actors of IAGC-PPO runs are understood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import hapruned
+from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
+from hapruned.env.encoding import FEEDBACK_CODES
+
+FORMATS = ("hpz", "onnx")
+
+
+class ExportError(ValueError):
+    """The run cannot be exported as asked (not a run directory, an algorithm or agent it lacks)."""
+
+
+def read_run(run_dir) -> tuple[dict, dict]:
+    """(config, checkpoint) of a run directory; ExportError when it is not an IAGC-PPO run."""
+    from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE
+
+    run = Path(run_dir)
+    for name in (CONFIG_FILE, CHECKPOINT_FILE):
+        if not (run / name).is_file():
+            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}")
+    config = json.loads((run / CONFIG_FILE).read_text())
+    algo = config.get("algo", "ppo")
+    if algo != "ppo":
+        raise ExportError(f"export reads the PPO actors of IAGC-PPO runs; the run in {str(run)!r} has algo={algo!r}")
+    # our own file, written by the trainer: it holds numpy RNG states, hence weights_only=False
+    checkpoint = torch.load(run / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    return config, checkpoint
+
+
+def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, list[ActorWeights]]:
+    """The metadata and float32 sparse weights of the actors of ``agents`` (None: all) of training seed
+    ``seed`` (None: the run's first) of a run directory."""
+    from hapruned.algos.config import TrainConfig
+
+    config, checkpoint = read_run(run_dir)
+    try:
+        train_config = TrainConfig(**config)
+    except TypeError as error:
+        raise ExportError(f"the config.json of {str(run_dir)!r} is not one this hapruned understands: {error}") from None
+    seeds, n_agents = list(train_config.seed_list), train_config.n_users
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise ExportError(f"seed must be one of the run's training seeds {seeds}, got {seed}")
+    agents = list(range(n_agents)) if agents is None else list(agents)
+    bad = [a for a in agents if not 0 <= a < n_agents]
+    if bad or not agents or len(set(agents)) != len(agents):
+        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), got {agents}")
+    state = checkpoint.get("algo", {}).get("actor")
+    layers = train_config.num_layers
+    expected = [f"lstm.weight_{kind}_l{k}" for k in range(layers) for kind in ("ih", "hh")]
+    expected += [f"lstm.bias_l{k}" for k in range(layers)] + ["head.weight", "head.bias"]
+    if state is None or any(key not in state for key in expected):
+        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no IAGC-PPO actor (expected {', '.join(expected)})")
+
+    def effective(name: str, group: int) -> np.ndarray:
+        weight, mask = state[name][group], state.get(f"{name}_mask")
+        if mask is not None:
+            weight = weight * mask[group].to(weight.dtype)
+        return weight.float().numpy()
+
+    first = seeds.index(seed) * n_agents
+    actors = []
+    for agent in agents:
+        group = first + agent
+        lstm = []
+        for k in range(layers):
+            weight = np.concatenate([effective(f"lstm.weight_ih_l{k}", group), effective(f"lstm.weight_hh_l{k}", group)], axis=1)
+            lstm.append(SparseMatrix.from_dense(weight, state[f"lstm.bias_l{k}"][group].float().numpy()))
+        head = SparseMatrix.from_dense(effective("head.weight", group), state["head.bias"][group].float().numpy())
+        actors.append(ActorWeights(agent, lstm, head))
+    env = train_config.env_config
+    metadata = {
+        "architecture": {
+            "cell": "lstm", "input_size": env.n_channels + 5, "hidden_size": train_config.hidden_size,
+            "num_layers": layers, "n_actions": env.n_channels + 1, "gate_order": "ifgo",
+        },
+        "environment": json.loads(json.dumps(dataclasses.asdict(env))),
+        "encoding": {
+            "features": "one-hot(last action, n_channels + 1) + one-hot(last feedback, 4)",
+            "feedback_codes": list(FEEDBACK_CODES),
+        },
+        "source": {
+            "seed": seed, "iteration": checkpoint.get("iteration"), "method": train_config.method,
+            "prune_mode": train_config.prune_mode, "hapruned_version": hapruned.__version__,
+        },
+    }
+    return metadata, actors
+
+
+def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None, format: str = "hpz") -> int:
+    """Export the actors of ``agents`` (None: all) of training seed ``seed`` (None: the first) of the run in
+    ``run_dir`` to ``out`` as ``format`` (hpz or onnx); returns the file's size in bytes. ``dtype``: the
+    stored values of an hpz file (float32 or float16); ONNX graphs are float32."""
+    if format not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if format == "onnx" and dtype != "float32":
+        raise ExportError("ONNX graphs are float32 (ONNX Runtime's CPU LSTM computes in float32); dtype float16 is for hpz")
+    metadata, actors = run_actors(run_dir, seed, agents)
+    if format == "onnx":
+        from hapruned.deploy.onnx_graph import write_onnx
+
+        return write_onnx(out, metadata, actors)
+    metadata["dtype"] = dtype
+    return write_hpz(out, metadata, [ActorWeights(a.agent, [m.astype(dtype) for m in a.layers], a.head.astype(dtype))
+                                     for a in actors])
