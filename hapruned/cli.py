@@ -8,6 +8,8 @@ import importlib
 COMMANDS = {
     "baselines": "hapruned.baselines.command",
     "train": "hapruned.algos.command",
+    "export": "hapruned.deploy.export_command",
+    "deploy-bench": "hapruned.deploy.bench_command",
 }
 
 

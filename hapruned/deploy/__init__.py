@@ -9,6 +9,8 @@ import importlib
 
 import numpy as np
 
+FORMATS = ("hpz", "onnx")  # what hapruned export writes
+
 # name -> module, imported on first use
 _EXPORTS = {
     "SparseActor": "hapruned.deploy.actor",
@@ -20,7 +22,7 @@ _EXPORTS = {
     "NumpyActor": "hapruned.deploy.numpy_actor",
     "load_numpy_actors": "hapruned.deploy.numpy_actor",
 }
-__all__ = sorted([*_EXPORTS, "observation_features"])
+__all__ = sorted([*_EXPORTS, "FORMATS", "observation_features"])
 
 
 def observation_features(last_action, last_feedback, n_channels: int) -> np.ndarray:

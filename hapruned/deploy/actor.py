@@ -82,3 +82,23 @@ def load_actors(path) -> list[SparseActor]:
     agent's index in the run)."""
     metadata, actors = read_hpz(path)
     return [SparseActor(weights, metadata) for weights in actors]
+
+
+def dense_torch_actor(weights: ActorWeights, metadata: dict) -> tuple[torch.nn.LSTM, torch.nn.Linear]:
+    """The same actor as dense float32 torch modules, zeros included: ``nn.LSTM`` (``bias_ih`` the summed
+    bias, ``bias_hh`` zero) and the head ``nn.Linear``; the baseline that ``deploy-bench`` compares with."""
+    arch = metadata["architecture"]
+    inputs, hidden = arch["input_size"], arch["hidden_size"]
+    lstm = torch.nn.LSTM(inputs, hidden, arch["num_layers"])
+    head = torch.nn.Linear(hidden, arch["n_actions"])
+    with torch.no_grad():
+        for k, matrix in enumerate(weights.layers):
+            weight = torch.from_numpy(matrix.to_dense())
+            in_k = inputs if k == 0 else hidden
+            getattr(lstm, f"weight_ih_l{k}").copy_(weight[:, :in_k])
+            getattr(lstm, f"weight_hh_l{k}").copy_(weight[:, in_k:])
+            getattr(lstm, f"bias_ih_l{k}").copy_(torch.from_numpy(matrix.bias.astype(np.float32)))
+            getattr(lstm, f"bias_hh_l{k}").zero_()
+        head.weight.copy_(torch.from_numpy(weights.head.to_dense()))
+        head.bias.copy_(torch.from_numpy(weights.head.bias.astype(np.float32)))
+    return lstm, head

@@ -17,14 +17,18 @@ import numpy as np
 import torch
 
 import hapruned
+from hapruned.deploy import FORMATS
 from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
 from hapruned.env.encoding import FEEDBACK_CODES
 
-FORMATS = ("hpz", "onnx")
-
 
 class ExportError(ValueError):
-    """The run cannot be exported as asked (not a run directory, an algorithm or agent it lacks)."""
+    """The run cannot be exported as asked (not a run directory, an algorithm or agent it lacks).
+    ``argument``: the argument of ``export_actors`` at fault, if one is."""
+
+    def __init__(self, message: str, argument: str | None = None):
+        super().__init__(message)
+        self.argument = argument
 
 
 def read_run(run_dir) -> tuple[dict, dict]:
@@ -34,7 +38,7 @@ def read_run(run_dir) -> tuple[dict, dict]:
     run = Path(run_dir)
     for name in (CONFIG_FILE, CHECKPOINT_FILE):
         if not (run / name).is_file():
-            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}")
+            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}", "run_dir")
     config = json.loads((run / CONFIG_FILE).read_text())
     algo = config.get("algo", "ppo")
     if algo != "ppo":
@@ -57,11 +61,12 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
     seeds, n_agents = list(train_config.seed_list), train_config.n_users
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
-        raise ExportError(f"seed must be one of the run's training seeds {seeds}, got {seed}")
+        raise ExportError(f"seed must be one of the run's training seeds {seeds}, got {seed}", "seed")
     agents = list(range(n_agents)) if agents is None else list(agents)
     bad = [a for a in agents if not 0 <= a < n_agents]
     if bad or not agents or len(set(agents)) != len(agents):
-        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), got {agents}")
+        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), got {agents}",
+                          "agents")
     state = checkpoint.get("algo", {}).get("actor")
     layers = train_config.num_layers
     expected = [f"lstm.weight_{kind}_l{k}" for k in range(layers) for kind in ("ih", "hh")]
@@ -108,17 +113,23 @@ def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int |
     """Export the actors of ``agents`` (None: all) of training seed ``seed`` (None: the first) of the run in
     ``run_dir`` to ``out`` as ``format`` (hpz or onnx); returns the file's size in bytes. ``dtype``: the
     stored values of an hpz file (float32 or float16); ONNX graphs are float32."""
+    return write_actors(out, *run_actors(run_dir, seed, agents), dtype=dtype, format=format)
+
+
+def write_actors(out, metadata: dict, actors: list[ActorWeights], dtype: str = "float32", format: str = "hpz") -> int:
+    """Write ``run_actors``' result to ``out`` as ``format`` with ``dtype`` (see ``export_actors``); returns
+    the file's size in bytes."""
     if format not in FORMATS:
-        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}", "format")
     if dtype not in DTYPES:
-        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if format == "onnx" and dtype != "float32":
-        raise ExportError("ONNX graphs are float32 (ONNX Runtime's CPU LSTM computes in float32); dtype float16 is for hpz")
-    metadata, actors = run_actors(run_dir, seed, agents)
+        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", "dtype")
     if format == "onnx":
+        if dtype != "float32":
+            raise ExportError("dtype float16 is for hpz files; ONNX graphs are float32 (ONNX Runtime's CPU LSTM "
+                              "computes in float32)", "dtype")
         from hapruned.deploy.onnx_graph import write_onnx
 
         return write_onnx(out, metadata, actors)
-    metadata["dtype"] = dtype
+    metadata = {**metadata, "dtype": dtype}
     return write_hpz(out, metadata, [ActorWeights(a.agent, [m.astype(dtype) for m in a.layers], a.head.astype(dtype))
                                      for a in actors])
