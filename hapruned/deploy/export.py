@@ -68,11 +68,21 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
         raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), got {agents}",
                           "agents")
     state = checkpoint.get("algo", {}).get("actor")
-    layers = train_config.num_layers
-    expected = [f"lstm.weight_{kind}_l{k}" for k in range(layers) for kind in ("ih", "hh")]
-    expected += [f"lstm.bias_l{k}" for k in range(layers)] + ["head.weight", "head.bias"]
+    first = seeds.index(seed) * n_agents
+    try:
+        actors = actor_weights(state, {agent: first + agent for agent in agents}, train_config.num_layers)
+    except KeyError as error:
+        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no IAGC-PPO actor: {error.args[0]}") from None
+    return actor_metadata(train_config, seed, checkpoint.get("iteration")), actors
+
+
+def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int) -> list[ActorWeights]:
+    """The float32 sparse weights of agents from a ``GroupedActor`` state_dict: ``groups`` maps each agent
+    to its group. The effective weight is the weight times its ``*_mask`` buffer, if there is one."""
+    expected = [f"lstm.weight_{kind}_l{k}" for k in range(num_layers) for kind in ("ih", "hh")]
+    expected += [f"lstm.bias_l{k}" for k in range(num_layers)] + ["head.weight", "head.bias"]
     if state is None or any(key not in state for key in expected):
-        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no IAGC-PPO actor (expected {', '.join(expected)})")
+        raise KeyError(f"expected the tensors {', '.join(expected)}")
 
     def effective(name: str, group: int) -> np.ndarray:
         weight, mask = state[name][group], state.get(f"{name}_mask")
@@ -80,21 +90,27 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
             weight = weight * mask[group].to(weight.dtype)
         return weight.float().numpy()
 
-    first = seeds.index(seed) * n_agents
+    def bias(name: str, group: int) -> np.ndarray:
+        return state[name][group].float().numpy()
+
     actors = []
-    for agent in agents:
-        group = first + agent
-        lstm = []
-        for k in range(layers):
-            weight = np.concatenate([effective(f"lstm.weight_ih_l{k}", group), effective(f"lstm.weight_hh_l{k}", group)], axis=1)
-            lstm.append(SparseMatrix.from_dense(weight, state[f"lstm.bias_l{k}"][group].float().numpy()))
-        head = SparseMatrix.from_dense(effective("head.weight", group), state["head.bias"][group].float().numpy())
-        actors.append(ActorWeights(agent, lstm, head))
-    env = train_config.env_config
-    metadata = {
+    for agent, group in groups.items():
+        lstm = [SparseMatrix.from_dense(np.concatenate([effective(f"lstm.weight_ih_l{k}", group),
+                                                        effective(f"lstm.weight_hh_l{k}", group)], axis=1),
+                                        bias(f"lstm.bias_l{k}", group))
+                for k in range(num_layers)]
+        actors.append(ActorWeights(agent, lstm, SparseMatrix.from_dense(effective("head.weight", group), bias("head.bias", group))))
+    return actors
+
+
+def actor_metadata(config, seed: int, iteration: int | None) -> dict:
+    """The metadata of actors trained with ``config`` (a TrainConfig): architecture, environment,
+    observation encoding and where they come from."""
+    env = config.env_config
+    return {
         "architecture": {
-            "cell": "lstm", "input_size": env.n_channels + 5, "hidden_size": train_config.hidden_size,
-            "num_layers": layers, "n_actions": env.n_channels + 1, "gate_order": "ifgo",
+            "cell": "lstm", "input_size": env.n_channels + 5, "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers, "n_actions": env.n_channels + 1, "gate_order": "ifgo",
         },
         "environment": json.loads(json.dumps(dataclasses.asdict(env))),
         "encoding": {
@@ -102,11 +118,10 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
             "feedback_codes": list(FEEDBACK_CODES),
         },
         "source": {
-            "seed": seed, "iteration": checkpoint.get("iteration"), "method": train_config.method,
-            "prune_mode": train_config.prune_mode, "hapruned_version": hapruned.__version__,
+            "seed": seed, "iteration": iteration, "method": config.method, "prune_mode": config.prune_mode,
+            "hapruned_version": hapruned.__version__,
         },
     }
-    return metadata, actors
 
 
 def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None, format: str = "hpz") -> int:
