@@ -121,7 +121,10 @@ std::tuple<at::Tensor, at::Tensor> sparse_lstm_step_cpu(const at::Tensor& x, con
   if (B == 0 || H == 0) return {h_new, c_new};
   // Batch 1 reads [x | h] as it is; larger batches transpose it into zero-padded tiles.
   const int64_t padded = B == 1 ? 1 : (B + kBatchTile - 1) / kBatchTile * kBatchTile;
-  std::vector<float> z(cols * padded, 0.f), pre(B * rows);
+  // scratch reused across calls (no allocation per step); thread_local, as calls may come from any thread
+  thread_local std::vector<float> z, pre;
+  z.assign(cols * padded, 0.f);
+  pre.resize(B * rows);
   const float *xp = x.data_ptr<float>(), *hp = h.data_ptr<float>();
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t i = 0; i < I; ++i) z[i * padded + b] = xp[b * I + i];

@@ -38,7 +38,8 @@ class SparseActor:
                      torch.from_numpy(matrix.values.copy()), torch.from_numpy(matrix.bias.astype(np.float32)))
             check_sparse_layer(*layer, self.input_size if k == 0 else self.hidden_size, self.hidden_size)
             self._layers.append(layer)
-        self._head_weight = torch.from_numpy(weights.head.to_dense())  # (K + 1) x H: too small to pay for sparsity
+        # H x (K + 1), dense: too small to pay for sparsity
+        self._head_weight_t = torch.from_numpy(np.ascontiguousarray(weights.head.to_dense().T))
         self._head_bias = torch.from_numpy(weights.head.bias.astype(np.float32))
         self.reset()
 
@@ -52,29 +53,36 @@ class SparseActor:
 
     def logits(self, features) -> torch.Tensor:
         """One step: features (K + 5,) or (batch, K + 5) -> logits (K + 1,) or (batch, K + 1)."""
-        x = torch.as_tensor(features, dtype=torch.float32)
+        if isinstance(features, torch.Tensor):
+            x = features.to(torch.float32)
+        else:  # from_numpy shares the array: a few times faster than torch.as_tensor(..., dtype=...)
+            x = torch.from_numpy(np.asarray(features, dtype=np.float32))
         single = x.ndim == 1
         if single:
             x = x.unsqueeze(0)
         if x.shape != (self.batch, self.input_size):
             raise ValueError(f"features must be ({self.input_size},) for batch 1 or (batch={self.batch}, "
-                             f"{self.input_size}), got {tuple(torch.as_tensor(features).shape)}")
+                             f"{self.input_size}), got {tuple(x.shape)}")
         x = x.contiguous()
         for k, layer in enumerate(self._layers):
             self._h[k], self._c[k] = sparse_lstm_step_op(x, self._h[k], self._c[k], *layer)
             x = self._h[k]
-        logits = torch.addmm(self._head_bias, x, self._head_weight.T)
+        logits = torch.addmm(self._head_bias, x, self._head_weight_t)
         return logits[0] if single else logits
 
     def act(self, features, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One step: the most likely action (``greedy``) or one drawn from the policy, as training draws
-        them: the first action whose cumulative probability exceeds a uniform draw from ``generator``.
-        Returns int64, () or (batch,)."""
-        logits = self.logits(features)
-        if greedy:
-            return logits.argmax(-1)
-        u = torch.rand(logits.shape[:-1] + (1,), generator=generator)
-        return (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_(max=self.n_actions - 1)
+        """One step: ``sample_actions`` of the step's logits. Returns int64, () or (batch,)."""
+        return sample_actions(self.logits(features), greedy, generator)
+
+
+def sample_actions(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The most likely actions (``greedy``) or actions drawn from the policy as training draws them: the
+    first action whose cumulative probability exceeds a uniform draw from ``generator``, one per row of
+    logits (..., n_actions)."""
+    if greedy:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape[:-1] + (1,), generator=generator)
+    return (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 def load_actors(path) -> list[SparseActor]:

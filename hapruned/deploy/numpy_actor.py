@@ -8,32 +8,49 @@ import numpy as np
 from hapruned.deploy.hpz import ActorWeights, SparseMatrix, read_hpz
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * np.tanh(0.5 * x) + 0.5  # never overflows, unlike 1 / (1 + exp(-x))
+def gate_affine(hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All four gate activations with one tanh, since sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: the rows of
+    the i, f, o gates (and their biases) are scaled by ``scale`` once, at load, and after the tanh each
+    pre-activation is mapped by ``* slope + offset``. Returns (scale, slope, offset), each (4 * hidden,)."""
+    sigmoid_rows = np.ones(4 * hidden, dtype=np.float32)
+    sigmoid_rows[2 * hidden:3 * hidden] = 0  # g: a plain tanh
+    half = np.float32(0.5)
+    return np.where(sigmoid_rows, half, 1), np.where(sigmoid_rows, half, 1), np.where(sigmoid_rows, half, 0)
+
+
+def lstm_gates(scaled_pre: np.ndarray, c: np.ndarray, slope: np.ndarray, offset: np.ndarray):
+    """(h', c') from the pre-activations (batch, 4H), gate order i, f, g, o, with the bias, the i, f and o
+    rows scaled as ``gate_affine`` gives, and c (batch, H)."""
+    i, f, g, o = np.split(np.tanh(scaled_pre) * slope + offset, 4, axis=1)
+    c = f * c + i * g
+    return o * np.tanh(c), c
 
 
 class _SparseLayer:
-    """One LSTM layer's CSR weights W = [W_ih | W_hh] laid out for NumPy: row sums with np.add.reduceat
-    over the rows that hold a nonzero (reduceat would give an empty row its neighbour's first entry)."""
+    """One LSTM layer's CSR weights W = [W_ih | W_hh] laid out for NumPy: each row's sum is one segment of
+    np.add.reduceat, so every row needs an entry (an empty row gets an explicit zero; reduceat would give
+    it its neighbour's first entry), and the i, f, o rows are scaled as ``gate_affine`` says."""
 
     def __init__(self, matrix: SparseMatrix):
-        self.col_idx = matrix.col_idx.astype(np.intp)
-        self.values = matrix.values.astype(np.float32)
-        self.bias = matrix.bias.astype(np.float32)
-        row_ptr = matrix.row_ptr.astype(np.intp)
-        self.filled = np.flatnonzero(np.diff(row_ptr) > 0)
-        self.starts = row_ptr[self.filled]
-        self.rows = matrix.shape[0]
+        rows = matrix.shape[0]
+        scale, self.slope, self.offset = gate_affine(rows // 4)
+        row_of = np.repeat(np.arange(rows), np.diff(matrix.row_ptr.astype(np.intp)))
+        empty = np.setdiff1d(np.arange(rows), row_of)
+        order = np.argsort(np.concatenate([row_of, empty]), kind="stable")
+        row_of = np.concatenate([row_of, empty])[order]
+        self.col_idx = np.concatenate([matrix.col_idx.astype(np.intp), np.zeros(empty.size, np.intp)])[order]
+        values = np.concatenate([matrix.values.astype(np.float32), np.zeros(empty.size, np.float32)])[order]
+        self.values = values * scale[row_of]
+        self.starts = np.searchsorted(row_of, np.arange(rows))
+        self.bias = matrix.bias.astype(np.float32) * scale
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = np.concatenate([x, h], axis=1)
-        pre = np.zeros((x.shape[0], self.rows), dtype=np.float32)
-        if self.starts.size:
-            pre[:, self.filled] = np.add.reduceat(z[:, self.col_idx] * self.values, self.starts, axis=1)
+        if x.shape[0] == 1:  # one environment: gathers from a 1-D array take half the time of 2-D ones
+            pre = np.add.reduceat(np.concatenate([x[0], h[0]])[self.col_idx] * self.values, self.starts)[None]
+        else:
+            pre = np.add.reduceat(np.concatenate([x, h], axis=1)[:, self.col_idx] * self.values, self.starts, axis=1)
         pre += self.bias
-        i, f, g, o = np.split(pre, 4, axis=1)
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        return _sigmoid(o) * np.tanh(c), c
+        return lstm_gates(pre, c, self.slope, self.offset)
 
 
 class NumpyActor:
