@@ -24,10 +24,14 @@ constexpr int64_t kBatchTile = 8;
 template <typename V>
 HAPRUNED_INLINE float widen(V value) {
   if constexpr (std::is_same_v<V, at::Half>) {
-    // _Float16 converts with one F16C instruction in the AVX2 clone (c10::Half by bit twiddling).
+#ifdef __FLT16_MAX__  // the compiler has _Float16 (GCC >= 12, clang >= 15 on x86-64; aarch64)
+    // one F16C instruction in the AVX2 clone, where c10::Half converts by bit twiddling
     _Float16 half;
     std::memcpy(&half, &value, sizeof(half));
     return static_cast<float>(half);
+#else
+    return static_cast<float>(value);
+#endif
   } else {
     return value;
   }
