@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hapruned.deploy.hpz import ActorWeights, read_hpz
+from hapruned.deploy.hpz import ActorWeights, ExportedActor, read_hpz
 from hapruned.ops.library import check_sparse_layer, sparse_lstm_step_op
 
 
@@ -18,7 +18,7 @@ def _torch_index(col_idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(col_idx.astype(np.int16 if fits_int16 else np.int32))
 
 
-class SparseActor:
+class SparseActor(ExportedActor):
     """One agent's exported actor and its LSTM state, for B environments stepped together.
 
     ``reset(batch)`` zeroes the state; ``logits(features)`` takes the features of this step, (K + 5,)
@@ -27,11 +27,7 @@ class SparseActor:
     """
 
     def __init__(self, weights: ActorWeights, metadata: dict):
-        arch = metadata["architecture"]
-        self.agent = weights.agent
-        self.n_channels = metadata["environment"]["n_channels"]
-        self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
-        self.num_layers, self.n_actions = arch["num_layers"], arch["n_actions"]
+        super().__init__(weights, metadata)
         self._layers = []
         for k, matrix in enumerate(weights.layers):
             layer = (torch.from_numpy(matrix.row_ptr.astype(np.int32)), _torch_index(matrix.col_idx),
@@ -43,11 +39,7 @@ class SparseActor:
         self._head_bias = torch.from_numpy(weights.head.bias.astype(np.float32))
         self.reset()
 
-    def reset(self, batch: int = 1) -> None:
-        """Start new episodes in ``batch`` environments: zero hidden and cell states."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-        self.batch = batch
+    def _zero_state(self, batch: int) -> None:
         self._h = [torch.zeros(batch, self.hidden_size) for _ in range(self.num_layers)]
         self._c = [torch.zeros(batch, self.hidden_size) for _ in range(self.num_layers)]
 
@@ -57,13 +49,8 @@ class SparseActor:
             x = features.to(torch.float32)
         else:  # from_numpy shares the array: a few times faster than torch.as_tensor(..., dtype=...)
             x = torch.from_numpy(np.asarray(features, dtype=np.float32))
-        single = x.ndim == 1
-        if single:
-            x = x.unsqueeze(0)
-        if x.shape != (self.batch, self.input_size):
-            raise ValueError(f"features must be ({self.input_size},) for batch 1 or (batch={self.batch}, "
-                             f"{self.input_size}), got {tuple(x.shape)}")
-        x = x.contiguous()
+        single = self._one_environment(x.shape)
+        x = (x.unsqueeze(0) if single else x).contiguous()
         for k, layer in enumerate(self._layers):
             self._h[k], self._c[k] = sparse_lstm_step_op(x, self._h[k], self._c[k], *layer)
             x = self._h[k]

@@ -94,6 +94,39 @@ class ActorWeights:
     head: SparseMatrix
 
 
+class ExportedActor:
+    """What every exported actor of a file has: ``agent`` (its index in the run), ``n_channels`` K,
+    ``input_size`` (K + 5), ``hidden_size``, ``num_layers``, ``n_actions`` (K + 1) and ``batch`` (the
+    environments it steps); subclasses hold the weights and the LSTM state (``_zero_state``)."""
+
+    def __init__(self, weights: ActorWeights, metadata: dict):
+        arch = metadata["architecture"]
+        self.agent = weights.agent
+        self.n_channels = metadata["environment"]["n_channels"]
+        self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
+        self.num_layers, self.n_actions = arch["num_layers"], arch["n_actions"]
+
+    def reset(self, batch: int = 1) -> None:
+        """Start new episodes in ``batch`` environments: zero hidden and cell states."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        self.batch = int(batch)
+        self._zero_state(self.batch)
+
+    def _zero_state(self, batch: int) -> None:
+        raise NotImplementedError
+
+    def _one_environment(self, shape) -> bool:
+        """Whether features of ``shape`` are one environment's, (K + 5,) at batch 1, rather than
+        (batch, K + 5); ValueError for any other shape."""
+        if tuple(shape) == (self.batch, self.input_size):
+            return False
+        if self.batch == 1 and tuple(shape) == (self.input_size,):
+            return True
+        raise ValueError(f"features must be ({self.input_size},) for batch 1 or (batch={self.batch}, "
+                         f"{self.input_size}), got {tuple(shape)}")
+
+
 def _narrowest_uint(largest: int):
     for dtype in (np.uint8, np.uint16, np.uint32):
         if largest <= np.iinfo(dtype).max:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hapruned.deploy.hpz import ActorWeights, SparseMatrix, read_hpz
+from hapruned.deploy.hpz import ActorWeights, ExportedActor, SparseMatrix, read_hpz
 
 
 def gate_affine(hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,38 +53,27 @@ class _SparseLayer:
         return lstm_gates(pre, c, self.slope, self.offset)
 
 
-class NumpyActor:
+class NumpyActor(ExportedActor):
     """One agent's exported actor and its LSTM state on NumPy; the interface of ``SparseActor``, with
     NumPy arrays and a ``numpy.random.Generator`` for sampling."""
 
     def __init__(self, weights: ActorWeights, metadata: dict):
-        arch = metadata["architecture"]
-        self.agent = weights.agent
-        self.n_channels = metadata["environment"]["n_channels"]
-        self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
-        self.num_layers, self.n_actions = arch["num_layers"], arch["n_actions"]
+        super().__init__(weights, metadata)
         self._layers = [_SparseLayer(matrix) for matrix in weights.layers]
         self._head_weight = weights.head.to_dense()
         self._head_bias = weights.head.bias.astype(np.float32)
         self.reset()
 
-    def reset(self, batch: int = 1) -> None:
-        """Start new episodes in ``batch`` environments: zero hidden and cell states."""
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-        self.batch = int(batch)
+    def _zero_state(self, batch: int) -> None:
         self._h = [np.zeros((batch, self.hidden_size), dtype=np.float32) for _ in range(self.num_layers)]
         self._c = [np.zeros((batch, self.hidden_size), dtype=np.float32) for _ in range(self.num_layers)]
 
     def logits(self, features) -> np.ndarray:
         """One step: features (K + 5,) or (batch, K + 5) -> float32 logits (K + 1,) or (batch, K + 1)."""
         x = np.asarray(features, dtype=np.float32)
-        single = x.ndim == 1
+        single = self._one_environment(x.shape)
         if single:
             x = x[None]
-        if x.shape != (self.batch, self.input_size):
-            raise ValueError(f"features must be ({self.input_size},) for batch 1 or (batch={self.batch}, "
-                             f"{self.input_size}), got {np.shape(features)}")
         for k, layer in enumerate(self._layers):
             self._h[k], self._c[k] = layer.step(x, self._h[k], self._c[k])
             x = self._h[k]
