@@ -161,7 +161,8 @@ def test_float16_replay_stays_within_tolerance(run_dir, tmp_path):
     episodes = 200
     reward, max_diff, mismatches = replay(algo, load_actors(tmp_path / "f16.hpz"), SEEDS[0], episodes, greedy=False)
     expected = algo.evaluate(episodes, eval_seed(SEEDS[0]), greedy=False)[0]
-    print(f"float16: max |logit diff| {max_diff:.3g}, {mismatches} different actions, reward {reward:.2f} vs {expected:.2f}")
+    print(f"float16: max |logit diff| {max_diff:.3g}, {mismatches} different actions, "
+          f"reward {reward:.2f} vs {expected:.2f}")
     assert 0 < max_diff <= FLOAT16_LOGIT_TOLERANCE
     assert abs(reward - expected) <= 0.01 * abs(expected)
 
@@ -337,7 +338,7 @@ BAD_FILES = [
     ("truncated in the payload", lambda d: d.__delitem__(slice(len(d) // 2, None)), "is truncated"),
     ("truncated in the header", lambda d: d.__delitem__(slice(12, None)), "is truncated"),
     ("last byte missing", lambda d: d.__delitem__(slice(-1, None)), "is truncated"),
-    ("a payload byte flipped", lambda d: d.__setitem__(len(d) - 100, d[len(d) - 100] ^ 0x10), "corrupted: its checksum"),
+    ("a payload byte flipped", lambda d: d.__setitem__(-100, d[-100] ^ 0x10), "corrupted: its checksum"),
     ("a header byte flipped", lambda d: d.__setitem__(40, d[40] ^ 0x01), "corrupted: its checksum"),
     ("bytes appended", lambda d: d.extend(b"\0\0"), "corrupted: 2 bytes past its end"),
     ("newer version", lambda d: d.__setitem__(slice(8, 12), struct.pack("<I", 2)), "format version 2, newer than"),
@@ -378,7 +379,8 @@ def test_export_errors(run_dir, tmp_path):
 
 def test_export_command(run_dir, tmp_path, capsys):
     out = tmp_path / "cli.hpz"
-    assert main(["export", str(run_dir), "--out", str(out), "--dtype", "float16", "--agents", "0,2", "--seed", "4", "--json"]) == 0
+    flags = ["--dtype", "float16", "--agents", "0,2", "--seed", "4", "--json"]
+    assert main(["export", str(run_dir), "--out", str(out), *flags]) == 0
     summary = json.loads(capsys.readouterr().out)
     metadata, actors = read_hpz(out)
     assert summary["bytes"] == out.stat().st_size and summary["agents"] == [0, 2] == [a.agent for a in actors]

@@ -79,8 +79,8 @@ def test_strided_inputs():
     _assert_close(ops.sparse_lstm_step(*strided), ops.reference_sparse_lstm_step(*args), "strided")
 
 
-@pytest.mark.parametrize("batch, value_dtype, index_dtype", [(1, torch.float32, torch.uint8), (4, torch.float16, torch.int16),
-                                                           (2, torch.float32, torch.int32)])
+@pytest.mark.parametrize("batch, value_dtype, index_dtype", [
+    (1, torch.float32, torch.uint8), (4, torch.float16, torch.int16), (2, torch.float32, torch.int32)])
 def test_opcheck(batch, value_dtype, index_dtype):
     args, _, _ = _layer(6, 5, 0.6, batch, value_dtype, index_dtype)
     torch.library.opcheck(torch.ops.hapruned.sparse_lstm_step.default, args)
@@ -112,7 +112,8 @@ def test_reference_fallback_without_extension():
         "row_ptr = torch.tensor([0, 0, 1, 1, 1, 1, 1, 2, 2], dtype=torch.int32)\n"
         "x, h, c = torch.ones(1, 3), torch.ones(1, 2), torch.ones(1, 2)\n"
         "out = ops.sparse_lstm_step(x, h, c, row_ptr, cols.to(torch.uint8), w[rows, cols], torch.zeros(8))\n"
-        "ref = ops.reference_masked_lstm_cell(x[None], h[None], c[None], w[None, :, :3], w[None, :, 3:], torch.zeros(1, 8))\n"
+        "ref = ops.reference_masked_lstm_cell(x[None], h[None], c[None], w[None, :, :3], w[None, :, 3:],\n"
+        "                                     torch.zeros(1, 8))\n"
         "assert all(torch.allclose(a, b[0]) for a, b in zip(out, ref))\n"
         "print('fallback ok')\n"
     )

@@ -62,7 +62,8 @@ class SparseActor(ExportedActor):
         return sample_actions(self.logits(features), greedy, generator)
 
 
-def sample_actions(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_actions(logits: torch.Tensor, greedy: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """The most likely actions (``greedy``) or actions drawn from the policy as training draws them: the
     first action whose cumulative probability exceeds a uniform draw from ``generator``, one per row of
     logits (..., n_actions)."""

@@ -21,8 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("file", metavar="FILE", help="an .hpz file written by hapruned export")
     parser.add_argument("--agent", type=int, default=None, metavar="A",
                         help="the agent to time, by index in the run (default: the file's first)")
-    parser.add_argument("--steps", type=int, default=2000, metavar="N", help="timed steps per path, >= 5 (default: 2000)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads, >= 1 (default: 1, as on a small device)")
+    parser.add_argument("--steps", type=int, default=2000, metavar="N",
+                        help="timed steps per path, >= 5 (default: 2000)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch threads, >= 1 (default: 1, as on a small device)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=functools.partial(run_bench, parser=parser))
     return parser
@@ -103,7 +105,8 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     dense_us = result["step_us"]["dense_torch_lstm"]
     print(f"{args.file}: {len(agents)} actor(s), {result['dtype']}; {file_bytes:,} bytes against "
           f"{dense_bytes:,} for torch.save of the dense actors ({dense_bytes / file_bytes:.1f}x smaller)")
-    print(f"one step at batch 1 of agent {weights.agent} (sparsity {result['sparsity']:.4f}), {args.threads} thread(s):")
+    print(f"one step at batch 1 of agent {weights.agent} (sparsity {result['sparsity']:.4f}), "
+          f"{args.threads} thread(s):")
     names = {"sparse_op": "sparse op (SparseActor)", "numpy": "NumPy path (NumpyActor)",
              "dense_torch_lstm": "dense torch nn.LSTM + nn.Linear"}
     for key, name in names.items():

@@ -38,7 +38,8 @@ def read_run(run_dir) -> tuple[dict, dict]:
     run = Path(run_dir)
     for name in (CONFIG_FILE, CHECKPOINT_FILE):
         if not (run / name).is_file():
-            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}", "run_dir")
+            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}",
+                              "run_dir")
     config = json.loads((run / CONFIG_FILE).read_text())
     algo = config.get("algo", "ppo")
     if algo != "ppo":
@@ -57,7 +58,8 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
     try:
         train_config = TrainConfig(**config)
     except TypeError as error:
-        raise ExportError(f"the config.json of {str(run_dir)!r} is not one this hapruned understands: {error}") from None
+        raise ExportError(f"the config.json of {str(run_dir)!r} is not one this hapruned understands: "
+                          f"{error}") from None
     seeds, n_agents = list(train_config.seed_list), train_config.n_users
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
@@ -65,8 +67,8 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
     agents = list(range(n_agents)) if agents is None else list(agents)
     bad = [a for a in agents if not 0 <= a < n_agents]
     if bad or not agents or len(set(agents)) != len(agents):
-        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), got {agents}",
-                          "agents")
+        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), "
+                          f"got {agents}", "agents")
     state = checkpoint.get("algo", {}).get("actor")
     first = seeds.index(seed) * n_agents
     try:
@@ -99,7 +101,8 @@ def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int) -
                                                         effective(f"lstm.weight_hh_l{k}", group)], axis=1),
                                         bias(f"lstm.bias_l{k}", group))
                 for k in range(num_layers)]
-        actors.append(ActorWeights(agent, lstm, SparseMatrix.from_dense(effective("head.weight", group), bias("head.bias", group))))
+        head = SparseMatrix.from_dense(effective("head.weight", group), bias("head.bias", group))
+        actors.append(ActorWeights(agent, lstm, head))
     return actors
 
 
@@ -124,7 +127,8 @@ def actor_metadata(config, seed: int, iteration: int | None) -> dict:
     }
 
 
-def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None, format: str = "hpz") -> int:
+def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None,
+                  format: str = "hpz") -> int:
     """Export the actors of ``agents`` (None: all) of training seed ``seed`` (None: the first) of the run in
     ``run_dir`` to ``out`` as ``format`` (hpz or onnx); returns the file's size in bytes. ``dtype``: the
     stored values of an hpz file (float32 or float16); ONNX graphs are float32."""

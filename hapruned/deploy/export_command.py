@@ -17,7 +17,8 @@ def parse_agents(text: str):
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be all or comma-separated agent indices such as 0,3, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be all or comma-separated agent indices such as 0,3, got {text!r}") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,7 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--agents", type=parse_agents, default=None, metavar="all|0,3,...",
                         help="the agents to export, by index in the run (default: all)")
     parser.add_argument("--seed", type=int, default=None, metavar="S",
-                        help="the training seed whose actors to export, for runs of several seeds (default: the run's first)")
+                        help="the training seed whose actors to export, for runs of several seeds "
+                        "(default: the run's first)")
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.set_defaults(func=functools.partial(run_export, parser=parser))
     return parser

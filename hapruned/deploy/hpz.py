@@ -195,6 +195,7 @@ def read_hpz(path) -> tuple[dict, list[ActorWeights]]:
     def matrix(prefix: str) -> SparseMatrix:
         return SparseMatrix(shapes[prefix], *(arrays[f"{prefix}/{part}"] for part in _PARTS))
 
-    actors = [ActorWeights(agent, [matrix(f"agent{agent}/lstm{k}") for k in range(num_layers)], matrix(f"agent{agent}/head"))
+    actors = [ActorWeights(agent, [matrix(f"agent{agent}/lstm{k}") for k in range(num_layers)],
+                           matrix(f"agent{agent}/head"))
               for agent in header["agents"]]
     return header["metadata"], actors

@@ -77,11 +77,13 @@ def actor_graph(metadata: dict, actors: list[ActorWeights]):
             x = y_h  # (1, batch, H): the next layer's one-step sequence
         (top,) = node("Squeeze", [x, axis0], [f"a{a}_top"])
         head = actor.head
-        (out,) = node("Gemm", [top, constant(f"a{a}_head_W", head.to_dense()), constant(f"a{a}_head_b", head.bias.astype(np.float32))],
-                      [f"a{a}_logits"], transB=1)
+        head_weight = constant(f"a{a}_head_W", head.to_dense())
+        head_bias = constant(f"a{a}_head_b", head.bias.astype(np.float32))
+        (out,) = node("Gemm", [top, head_weight, head_bias], [f"a{a}_logits"], transB=1)
         logits.append(node("Unsqueeze", [out, axis0], [f"a{a}_logits_1"])[0])
-        h_out.append(node("Unsqueeze", [node("Concat", layer_h, [f"a{a}_h_out"], axis=0)[0], axis0], [f"a{a}_h_out_1"])[0])
-        c_out.append(node("Unsqueeze", [node("Concat", layer_c, [f"a{a}_c_out"], axis=0)[0], axis0], [f"a{a}_c_out_1"])[0])
+        for name, states, outputs in (("h", layer_h, h_out), ("c", layer_c, c_out)):
+            (stacked,) = node("Concat", states, [f"a{a}_{name}_out"], axis=0)  # (layers, batch, H)
+            outputs.append(node("Unsqueeze", [stacked, axis0], [f"a{a}_{name}_out_1"])[0])
     node("Concat", logits, ["logits"], axis=0)
     node("Concat", h_out, ["h_out"], axis=0)
     node("Concat", c_out, ["c_out"], axis=0)
@@ -99,7 +101,8 @@ def actor_graph(metadata: dict, actors: list[ActorWeights]):
         initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hapruned")
-    helper.set_model_props(model, {"agents": json.dumps([actor.agent for actor in actors]), "metadata": json.dumps(metadata)})
+    helper.set_model_props(model, {"agents": json.dumps([actor.agent for actor in actors]),
+                                   "metadata": json.dumps(metadata)})
     onnx.checker.check_model(model)
     return model
 

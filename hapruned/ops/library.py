@@ -256,9 +256,11 @@ def check_sparse_layer(row_ptr, col_idx, values, bias, input_size: int, hidden_s
     if values.numel() != nnz:
         raise ValueError(f"values must have one entry per col_idx entry ({nnz}), got {values.numel()}")
     if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz or bool((row_ptr.diff() < 0).any()):
-        raise ValueError(f"row_ptr must be non-decreasing from 0 to nnz = {nnz}, got {int(row_ptr[0])} .. {int(row_ptr[-1])}")
+        raise ValueError(f"row_ptr must be non-decreasing from 0 to nnz = {nnz}, got "
+                         f"{int(row_ptr[0])} .. {int(row_ptr[-1])}")
     if nnz and not (0 <= int(col_idx.min()) and int(col_idx.max()) < cols):
-        raise ValueError(f"col_idx must lie in [0, input + hidden = {cols}), got {int(col_idx.min())} .. {int(col_idx.max())}")
+        raise ValueError(f"col_idx must lie in [0, input + hidden = {cols}), got "
+                         f"{int(col_idx.min())} .. {int(col_idx.max())}")
 
 
 def sparse_lstm_step(x, h, c, row_ptr, col_idx, values, bias):
