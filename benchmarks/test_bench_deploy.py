@@ -27,7 +27,7 @@ from hapruned.deploy import observation_features
 from hapruned.deploy.actor import SparseActor, dense_torch_actor
 from hapruned.deploy.export import actor_metadata, actor_weights, write_actors
 from hapruned.deploy.hpz import ActorWeights
-from hapruned.deploy.numpy_actor import NumpyActor, gate_affine, lstm_gates
+from hapruned.deploy.numpy_actor import NumpyActor, gate_scales, lstm_gates
 
 HIDDEN, LAYERS, CHANNELS, SPARSITY = 128, 2, 5, 0.95
 THREADS = 1
@@ -122,7 +122,7 @@ def _dense_torch_step(weights, metadata):
 
 def _dense_numpy_step(weights):
     """The NumPy path's step with dense matrices: one matrix-vector product per layer."""
-    scale, slope, offset = gate_affine(HIDDEN)
+    scale, offset = gate_scales(HIDDEN)
     layers = [(m.to_dense() * scale[:, None], m.bias.astype(np.float32) * scale) for m in weights.layers]
     head_weight, head_bias = weights.head.to_dense(), weights.head.bias.astype(np.float32)
     h = [np.zeros((1, HIDDEN), np.float32) for _ in range(LAYERS)]
@@ -132,7 +132,7 @@ def _dense_numpy_step(weights):
     def step():
         x = x0
         for k, (w, b) in enumerate(layers):
-            h[k], c[k] = lstm_gates(np.concatenate([x, h[k]], axis=1) @ w.T + b, c[k], slope, offset)
+            h[k], c[k] = lstm_gates(np.concatenate([x, h[k]], axis=1) @ w.T + b, c[k], scale, offset)
             x = h[k]
         return x @ head_weight.T + head_bias
 

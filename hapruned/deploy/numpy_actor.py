@@ -8,20 +8,20 @@ import numpy as np
 from hapruned.deploy.hpz import ActorWeights, ExportedActor, SparseMatrix, read_hpz
 
 
-def gate_affine(hidden: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gate_scales(hidden: int) -> tuple[np.ndarray, np.ndarray]:
     """All four gate activations with one tanh, since sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: the rows of
-    the i, f, o gates (and their biases) are scaled by ``scale`` once, at load, and after the tanh each
-    pre-activation is mapped by ``* slope + offset``. Returns (scale, slope, offset), each (4 * hidden,)."""
-    sigmoid_rows = np.ones(4 * hidden, dtype=np.float32)
-    sigmoid_rows[2 * hidden:3 * hidden] = 0  # g: a plain tanh
-    half = np.float32(0.5)
-    return np.where(sigmoid_rows, half, 1), np.where(sigmoid_rows, half, 1), np.where(sigmoid_rows, half, 0)
+    the i, f and o gates (and their biases) are scaled by ``scale`` (0.5; 1 for g) once, at load, and
+    the activation of a scaled pre-activation p is ``scale * tanh(p) + offset`` (offset 0.5; 0 for g).
+    Returns (scale, offset), each (4 * hidden,) float32."""
+    g_rows = np.zeros(4 * hidden, dtype=bool)
+    g_rows[2 * hidden:3 * hidden] = True
+    return np.where(g_rows, 1, 0.5).astype(np.float32), np.where(g_rows, 0, 0.5).astype(np.float32)
 
 
-def lstm_gates(scaled_pre: np.ndarray, c: np.ndarray, slope: np.ndarray, offset: np.ndarray):
-    """(h', c') from the pre-activations (batch, 4H), gate order i, f, g, o, with the bias, the i, f and o
-    rows scaled as ``gate_affine`` gives, and c (batch, H)."""
-    i, f, g, o = np.split(np.tanh(scaled_pre) * slope + offset, 4, axis=1)
+def lstm_gates(scaled_pre: np.ndarray, c: np.ndarray, scale: np.ndarray, offset: np.ndarray):
+    """(h', c') from the pre-activations (batch, 4H) with the bias, gate order i, f, g, o, scaled as
+    ``gate_scales`` gives, and c (batch, H)."""
+    i, f, g, o = np.split(np.tanh(scaled_pre) * scale + offset, 4, axis=1)
     c = f * c + i * g
     return o * np.tanh(c), c
 
@@ -29,20 +29,20 @@ def lstm_gates(scaled_pre: np.ndarray, c: np.ndarray, slope: np.ndarray, offset:
 class _SparseLayer:
     """One LSTM layer's CSR weights W = [W_ih | W_hh] laid out for NumPy: each row's sum is one segment of
     np.add.reduceat, so every row needs an entry (an empty row gets an explicit zero; reduceat would give
-    it its neighbour's first entry), and the i, f, o rows are scaled as ``gate_affine`` says."""
+    it its neighbour's first entry), and the i, f, o rows are scaled as ``gate_scales`` says."""
 
     def __init__(self, matrix: SparseMatrix):
         rows = matrix.shape[0]
-        scale, self.slope, self.offset = gate_affine(rows // 4)
+        self.scale, self.offset = gate_scales(rows // 4)
         row_of = np.repeat(np.arange(rows), np.diff(matrix.row_ptr.astype(np.intp)))
         empty = np.setdiff1d(np.arange(rows), row_of)
         order = np.argsort(np.concatenate([row_of, empty]), kind="stable")
         row_of = np.concatenate([row_of, empty])[order]
         self.col_idx = np.concatenate([matrix.col_idx.astype(np.intp), np.zeros(empty.size, np.intp)])[order]
         values = np.concatenate([matrix.values.astype(np.float32), np.zeros(empty.size, np.float32)])[order]
-        self.values = values * scale[row_of]
+        self.values = values * self.scale[row_of]
         self.starts = np.searchsorted(row_of, np.arange(rows))
-        self.bias = matrix.bias.astype(np.float32) * scale
+        self.bias = matrix.bias.astype(np.float32) * self.scale
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if x.shape[0] == 1:  # one environment: gathers from a 1-D array take half the time of 2-D ones
@@ -50,7 +50,7 @@ class _SparseLayer:
         else:
             pre = np.add.reduceat(np.concatenate([x, h], axis=1)[:, self.col_idx] * self.values, self.starts, axis=1)
         pre += self.bias
-        return lstm_gates(pre, c, self.slope, self.offset)
+        return lstm_gates(pre, c, self.scale, self.offset)
 
 
 class NumpyActor(ExportedActor):
