@@ -61,6 +61,14 @@ def test_sparse_step_matches_reference_and_dense_cell(inputs, hidden, sparsity, 
     _assert_close(out, [t[0] for t in dense], f"B={batch} vs dense masked cell")
 
 
+@pytest.mark.cuda
+def test_cuda_runs_the_reference():
+    """No CUDA kernel (a CPU edge device is the target): CUDA tensors run the reference twin."""
+    args, _, _ = _layer(10, 16, 0.9, 3, torch.float16)
+    out = ops.sparse_lstm_step(*(t.cuda() for t in args))
+    _assert_close([t.cpu() for t in out], ops.sparse_lstm_step(*args), "cuda (reference) vs cpu")
+
+
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_reference_reads_csr_like_torch():
     """The twin's dense weight is torch's own CSR -> dense conversion (an empty row included)."""
