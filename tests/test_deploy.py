@@ -20,6 +20,7 @@ from hapruned.deploy import ExportError, HpzError, export_actors, load_actors, o
 from hapruned.deploy.actor import dense_torch_actor, sample_actions
 from hapruned.deploy.export import actor_metadata, actor_weights, read_run, write_actors
 from hapruned.deploy.numpy_actor import load_numpy_actors
+from hapruned.deploy.verify import replay_evaluation
 from hapruned.env import BatchedDSAEnv, encode_observations
 from hapruned.env.rng import seed_states
 
@@ -103,68 +104,28 @@ def test_float16_file_rounds_the_values(run_dir, tmp_path):
     assert (tmp_path / "f16.hpz").stat().st_size < (tmp_path / "f32.hpz").stat().st_size
 
 
-def replay(algo: IAGCPPO, actors, seed: int, episodes: int, greedy: bool):
-    """Play the run's held-out evaluation episodes as ``IAGCPPO.evaluate`` does, with the exported actors of
-    training seed ``seed`` choosing the actions, and the trained actors of that seed stepping beside them on
-    the same inputs. Returns (mean episode reward, max |logit difference|, steps where the trained actor
-    would have acted differently)."""
-    S, N, K, T = algo.S, algo.N, algo.K, algo.env_config.horizon
-    seed_index = algo.seeds.index(seed)
-    held_out = eval_seed(algo.seeds[0])
-    env = BatchedDSAEnv(algo.env_config, episodes, copy=False)
-    env.rng_states = seed_states(held_out, episodes)  # every seed plays the same episodes
-    generator = torch.Generator().manual_seed(held_out)
-    for actor in actors:
-        actor.reset(episodes)
-    obs, state, rewards = env.reset(), None, np.zeros(episodes)
-    max_diff, mismatches = 0.0, 0
-    for _ in range(T):
-        features = encode_observations(obs, K)  # (episodes, N, F)
-        x = torch.from_numpy(features).transpose(0, 1).repeat(S, 1, 1)  # every seed's groups see them
-        with torch.inference_mode():
-            logits, state = algo.actor(x.unsqueeze(0), state)
-        actions = np.zeros((episodes, N), dtype=np.int64)
-        for s in range(S):
-            for n, actor in enumerate(actors if s == seed_index else [None] * N):
-                if actor is None:  # another seed's draws, as the trained run makes them
-                    if not greedy:
-                        torch.rand(episodes, 1, generator=generator)
-                    continue
-                before = torch.Generator().set_state(generator.get_state())
-                exported = actor.logits(features[:, n])
-                actions[:, n] = sample_actions(exported, greedy, generator).numpy()
-                expected = logits[0, seed_index * N + n]
-                max_diff = max(max_diff, (exported - expected).abs().max().item())
-                mismatches += int((sample_actions(expected, greedy, before).numpy() != actions[:, n]).sum())
-        obs, reward, _, _ = env.step(actions)
-        rewards += reward
-    return rewards.mean(), max_diff, mismatches
-
-
 @pytest.mark.parametrize("greedy", [False, True], ids=["sampled", "greedy"])
-@pytest.mark.parametrize("seed", SEEDS)
-def test_replay_of_the_evaluation_gives_the_trained_actions(run_dir, tmp_path, seed, greedy):
-    algo = trained(run_dir)
-    export_actors(run_dir, tmp_path / "actors.hpz", seed=seed)
-    episodes = 20
-    reward, max_diff, mismatches = replay(algo, load_actors(tmp_path / "actors.hpz"), seed, episodes, greedy)
-    print(f"seed {seed} greedy={greedy}: reward {reward:.3f}, max |logit diff| {max_diff:.3g}")
-    assert max_diff <= 1e-5
-    assert mismatches == 0
-    expected = algo.evaluate(episodes, eval_seed(SEEDS[0]), greedy=greedy)[SEEDS.index(seed)]
-    assert reward == pytest.approx(expected, rel=1e-12)
+@pytest.mark.parametrize("seed, agents", [(3, None), (4, None), (4, [2, 0])])
+def test_replay_of_the_evaluation_gives_the_trained_actions(run_dir, tmp_path, seed, agents, greedy):
+    """The exported actors (all, or some beside the trained ones) play the run's held-out episodes."""
+    export_actors(run_dir, tmp_path / "actors.hpz", seed=seed, agents=agents)
+    result = replay_evaluation(run_dir, tmp_path / "actors.hpz", greedy=greedy)
+    print(result)
+    assert result["seed"] == seed and result["agents"] == sorted(agents or [0, 1, 2])
+    assert result["episodes"] == 20 and result["decisions"] == 10 * 20 * len(result["agents"])
+    assert result["max_logit_diff"] <= 1e-5
+    assert result["different_actions"] == 0
+    assert result["reward"] == pytest.approx(result["trained_reward"], rel=1e-12)
+    expected = trained(run_dir).evaluate(20, eval_seed(SEEDS[0]), greedy=greedy)[SEEDS.index(seed)]
+    assert result["trained_reward"] == expected
 
 
 def test_float16_replay_stays_within_tolerance(run_dir, tmp_path):
-    algo = trained(run_dir)
     export_actors(run_dir, tmp_path / "f16.hpz", dtype="float16")
-    episodes = 200
-    reward, max_diff, mismatches = replay(algo, load_actors(tmp_path / "f16.hpz"), SEEDS[0], episodes, greedy=False)
-    expected = algo.evaluate(episodes, eval_seed(SEEDS[0]), greedy=False)[0]
-    print(f"float16: max |logit diff| {max_diff:.3g}, {mismatches} different actions, "
-          f"reward {reward:.2f} vs {expected:.2f}")
-    assert 0 < max_diff <= FLOAT16_LOGIT_TOLERANCE
-    assert abs(reward - expected) <= 0.01 * abs(expected)
+    result = replay_evaluation(run_dir, tmp_path / "f16.hpz", episodes=200, greedy=False)
+    print(result)
+    assert 0 < result["max_logit_diff"] <= FLOAT16_LOGIT_TOLERANCE
+    assert abs(result["reward"] - result["trained_reward"]) <= 0.01 * abs(result["trained_reward"])
 
 
 def test_batch_and_single_forms_agree(run_dir, tmp_path):
@@ -379,12 +340,15 @@ def test_export_errors(run_dir, tmp_path):
 
 def test_export_command(run_dir, tmp_path, capsys):
     out = tmp_path / "cli.hpz"
-    flags = ["--dtype", "float16", "--agents", "0,2", "--seed", "4", "--json"]
+    flags = ["--dtype", "float16", "--agents", "0,2", "--seed", "4", "--verify", "--json"]
     assert main(["export", str(run_dir), "--out", str(out), *flags]) == 0
     summary = json.loads(capsys.readouterr().out)
     metadata, actors = read_hpz(out)
     assert summary["bytes"] == out.stat().st_size and summary["agents"] == [0, 2] == [a.agent for a in actors]
     assert metadata["dtype"] == "float16" and metadata["source"]["seed"] == 4
+    check = summary["verify"]
+    assert check["seed"] == 4 and check["agents"] == [0, 2] and check["decisions"] == 10 * 20 * 2
+    assert 0 < check["max_logit_diff"] <= FLOAT16_LOGIT_TOLERANCE
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -393,6 +357,7 @@ def test_export_command(run_dir, tmp_path, capsys):
     (["--seed", "9"], "--seed: seed must be one of"),
     (["--format", "onnx", "--dtype", "float16"], "--dtype: dtype float16 is for hpz files"),
     (["--format", "zip"], "--format: invalid choice"),
+    (["--format", "onnx", "--verify"], "--verify checks .hpz files"),
 ])
 def test_export_command_errors_name_the_flag(run_dir, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -40,7 +40,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="the training seed whose actors to export, for runs of several seeds "
                         "(default: the run's first)")
-    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
+    parser.add_argument("--verify", action="store_true",
+                        help="then replay the run's held-out evaluation episodes with the written .hpz actors beside "
+                        "the trained ones and report the largest logit difference, the differing actions and "
+                        "both rewards (hpz only)")
+    parser.add_argument("--json", action="store_true", help="print what was written (and the check) as JSON")
     parser.set_defaults(func=functools.partial(run_export, parser=parser))
     return parser
 
@@ -49,6 +53,8 @@ def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from hapruned.deploy.export import ExportError, run_actors, write_actors
 
     flags = {"run_dir": "RUN_DIR", "seed": "--seed", "agents": "--agents", "dtype": "--dtype", "format": "--format"}
+    if args.verify and args.format != "hpz":
+        parser.error("--verify checks .hpz files; it does not go with --format onnx")
     try:
         metadata, actors = run_actors(args.run_dir, args.seed, args.agents)
         size = write_actors(args.out, metadata, actors, dtype=args.dtype, format=args.format)
@@ -61,10 +67,21 @@ def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     summary = {"out": args.out, "format": args.format, "dtype": args.dtype, "bytes": size,
                "seed": metadata["source"]["seed"], "agents": [a.agent for a in actors],
                "nonzero_weights": nonzeros, "sparsity": 1 - nonzeros / weights}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
+    if not args.json:
         print(f"wrote {args.out}: {len(actors)} actor(s) of seed {summary['seed']} (agents "
               f"{','.join(map(str, summary['agents']))}), {args.format} {args.dtype}, {size:,} bytes; "
-              f"{nonzeros:,} nonzero weights, sparsity {summary['sparsity']:.4f}")
+              f"{nonzeros:,} nonzero weights, sparsity {summary['sparsity']:.4f}", flush=True)
+    if args.verify:
+        from hapruned.deploy.verify import replay_evaluation
+
+        check = summary["verify"] = replay_evaluation(args.run_dir, args.out, progress=not args.json)
+        if not args.json:
+            mode = "greedy" if check["greedy"] else "sampled"
+            change = (check["reward"] - check["trained_reward"]) / abs(check["trained_reward"] or 1.0)
+            print(f"replayed the run's {check['episodes']} held-out episodes ({mode} actions): max |logit "
+                  f"difference| {check['max_logit_diff']:.3g}, {check['different_actions']} of {check['decisions']} "
+                  f"actions differ, episode reward {check['reward']:.2f} against the trained actors' "
+                  f"{check['trained_reward']:.2f} ({change:+.3%})")
+    if args.json:
+        print(json.dumps(summary, indent=2))
     return 0
