@@ -21,8 +21,7 @@ from hapruned.deploy.actor import dense_torch_actor, sample_actions
 from hapruned.deploy.export import actor_metadata, actor_weights, read_run, write_actors
 from hapruned.deploy.numpy_actor import load_numpy_actors
 from hapruned.deploy.verify import replay_evaluation
-from hapruned.env import BatchedDSAEnv, encode_observations
-from hapruned.env.rng import seed_states
+from hapruned.env import encode_observations
 
 SEEDS = (3, 4)
 # float16 weights (11-bit significands) move the logits of trained actors by at most this much (5.7e-4 measured

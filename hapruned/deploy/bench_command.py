@@ -46,7 +46,6 @@ def step_latency(step, steps: int, blocks: int = 5) -> float:
 
 
 def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import numpy as np
     import torch
 
     from hapruned.deploy import observation_features
