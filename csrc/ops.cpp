@@ -35,4 +35,9 @@ TORCH_LIBRARY(hapruned, m) {
       "masked_lstm_seq_backward(Tensor grad_y, Tensor grad_cs, Tensor x, Tensor h0, Tensor c0, "
       "Tensor w_ih, Tensor w_hh, Tensor? mask_ih, Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // One step of one layer whose W = [W_ih | W_hh] [4H, I+H] is CSR: x [B,I], h/c [B,H] float32, row_ptr
+  // int32 [4H+1], col_idx uint8/int16/int32 [nnz], values float32/float16 [nnz], bias [4H] -> (h', c').
+  m.def(
+      "sparse_lstm_step(Tensor x, Tensor h, Tensor c, Tensor row_ptr, Tensor col_idx, Tensor values, "
+      "Tensor bias) -> (Tensor, Tensor)");
 }

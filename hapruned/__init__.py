@@ -2,13 +2,22 @@
 
 Sub-packages: ``env`` (batched DSA simulator), ``ops`` (fused masked-LSTM and prune-mask ops),
 ``nn`` (grouped LSTM modules), ``pruning`` (sparsity schedules and the pruner), ``algos``
-(IAGC-PPO), ``baselines`` (classic access schemes and the oracle bound).
+(IAGC-PPO), ``baselines`` (classic access schemes and the oracle bound), ``deploy`` (exported
+sparse actors; its NumPy path runs without torch, so importing ``hapruned`` itself imports neither
+torch nor numba).
 """
-
-from hapruned._extension import HAS_EXTENSION
 
 __version__ = "0.1.0"
 __all__ = ["HAS_EXTENSION", "set_num_threads", "__version__"]
+
+
+def __getattr__(name: str):
+    # HAS_EXTENSION loads torch and the compiled extension, on first use only.
+    if name == "HAS_EXTENSION":
+        from hapruned._extension import HAS_EXTENSION
+
+        return HAS_EXTENSION
+    raise AttributeError(f"module 'hapruned' has no attribute {name!r}")
 
 
 def set_num_threads(n: int) -> None:

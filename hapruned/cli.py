@@ -9,6 +9,8 @@ import sys
 COMMANDS = {
     "baselines": "hapruned.baselines.command",
     "train": "hapruned.algos.command",
+    "export": "hapruned.deploy.export_command",
+    "deploy-bench": "hapruned.deploy.bench_command",
 }
 
 

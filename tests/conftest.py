@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import hapruned
-import hapruned.env  # noqa: F401  (starts numba, so both thread pools exist before they are sized)
+import hapruned.env.batched  # noqa: F401  (starts numba, so both thread pools exist before they are sized)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,9 +2,21 @@
 the observation encoder. The PettingZoo adapter lives in ``hapruned.env.pettingzoo`` (optional
 dependency, imported only there)."""
 
-from hapruned.env.batched import BatchedDSAEnv
-from hapruned.env.config import DSAConfig
-from hapruned.env.encoding import FEEDBACK_CODES, encode_observations, observation_size
-from hapruned.env.reference import ReferenceDSAEnv
+import importlib
 
-__all__ = ["BatchedDSAEnv", "DSAConfig", "FEEDBACK_CODES", "ReferenceDSAEnv", "encode_observations", "observation_size"]
+# name -> module. Imported on first use, so that the NumPy-only encoder can be used where numba is absent.
+_EXPORTS = {
+    "BatchedDSAEnv": "hapruned.env.batched",
+    "DSAConfig": "hapruned.env.config",
+    "FEEDBACK_CODES": "hapruned.env.encoding",
+    "ReferenceDSAEnv": "hapruned.env.reference",
+    "encode_observations": "hapruned.env.encoding",
+    "observation_size": "hapruned.env.encoding",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hapruned.env' has no attribute {name!r}")

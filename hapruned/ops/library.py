@@ -28,6 +28,9 @@ SCHEMAS = {
         "(Tensor grad_y, Tensor grad_cs, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? mask_ih,"
         " Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
     ),
+    "sparse_lstm_step": (
+        "(Tensor x, Tensor h, Tensor c, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor bias) -> (Tensor, Tensor)"
+    ),
 }
 
 
@@ -37,6 +40,7 @@ _FALLBACKS = {
     "masked_lstm_cell_backward": reference.reference_masked_lstm_cell_backward,
     "masked_lstm_seq": reference.reference_masked_lstm_seq_forward,
     "masked_lstm_seq_backward": reference.reference_masked_lstm_seq_backward,
+    "sparse_lstm_step": reference.reference_sparse_lstm_step,
 }
 
 _libraries = []  # torch.library.Library objects must outlive the module's import
@@ -56,6 +60,7 @@ _cell_op = _ops.masked_lstm_cell.default
 _cell_backward_op = _ops.masked_lstm_cell_backward.default
 _seq_op = _ops.masked_lstm_seq.default
 _seq_backward_op = _ops.masked_lstm_seq_backward.default
+sparse_lstm_step_op = _ops.sparse_lstm_step.default  # unchecked: for callers that validated with check_sparse_layer
 
 
 # Fake kernels: output shapes for torch.compile and meta tensors.
@@ -84,6 +89,11 @@ def _(x, h0, c0, w_ih, w_hh, bias, mask_ih, mask_hh):
 @torch.library.register_fake("hapruned::masked_lstm_seq_backward")
 def _(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates):
     return tuple(torch.empty_like(t) for t in (x, h0, c0, w_ih, w_hh)) + (w_ih.new_empty(w_ih.shape[:2]),)
+
+
+@torch.library.register_fake("hapruned::sparse_lstm_step")
+def _(x, h, c, row_ptr, col_idx, values, bias):
+    return torch.empty_like(h), torch.empty_like(c)
 
 
 # Autograd: the backward ops. Masks get no gradient; double backward is not supported.
@@ -220,3 +230,55 @@ def magnitude_prune_mask(weight: torch.Tensor, sparsity) -> torch.Tensor:
         raise TypeError(f"weight must be float32 or float64, got {weight.dtype}")
     n_prune = reference.prune_counts(sparsity, weight.shape[0], weight.shape[1], weight.device)
     return _prune_op(weight.contiguous(), n_prune)
+
+
+SPARSE_INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
+SPARSE_VALUE_DTYPES = (torch.float32, torch.float16)
+
+
+def check_sparse_layer(row_ptr, col_idx, values, bias, input_size: int, hidden_size: int) -> None:
+    """Validate one layer's CSR weights W = [W_ih | W_hh] (4*hidden, input + hidden) and its bias, as
+    ``sparse_lstm_step`` takes them (see there); ValueError/TypeError naming the argument."""
+    rows, cols = 4 * hidden_size, input_size + hidden_size
+    expected = {"row_ptr": (row_ptr, (torch.int32,)), "col_idx": (col_idx, SPARSE_INDEX_DTYPES),
+                "values": (values, SPARSE_VALUE_DTYPES), "bias": (bias, (torch.float32,))}
+    for name, (t, dtypes) in expected.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in dtypes:
+            raise TypeError(f"{name} must be {' or '.join(str(d)[6:] for d in dtypes)}, got {t.dtype}")
+        if t.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+    if row_ptr.shape != (rows + 1,) or bias.shape != (rows,):
+        raise ValueError(f"row_ptr and bias must have 4*hidden + 1 = {rows + 1} and 4*hidden = {rows} entries "
+                         f"(hidden = {hidden_size}), got {row_ptr.numel()} and {bias.numel()}")
+    nnz = col_idx.numel()
+    if values.numel() != nnz:
+        raise ValueError(f"values must have one entry per col_idx entry ({nnz}), got {values.numel()}")
+    if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz or bool((row_ptr.diff() < 0).any()):
+        raise ValueError(f"row_ptr must be non-decreasing from 0 to nnz = {nnz}, got "
+                         f"{int(row_ptr[0])} .. {int(row_ptr[-1])}")
+    if nnz and not (0 <= int(col_idx.min()) and int(col_idx.max()) < cols):
+        raise ValueError(f"col_idx must lie in [0, input + hidden = {cols}), got "
+                         f"{int(col_idx.min())} .. {int(col_idx.max())}")
+
+
+def sparse_lstm_step(x, h, c, row_ptr, col_idx, values, bias):
+    """One LSTM step of one layer whose two weight matrices are one CSR matrix W = [W_ih | W_hh]
+    (4*hidden, input + hidden), the products and the gates in one call (inference: no autograd).
+
+    x: (batch, input), h and c: (batch, hidden), bias: (4*hidden,) (b_ih + b_hh), all float32;
+    row_ptr: int32 (4*hidden + 1,); col_idx: uint8, int16 or int32 (nnz,); values: float32 or
+    float16 (nnz,), computed in float32. Gate order i, f, g, o. Returns (h', c'), each (batch, hidden).
+    """
+    for name, t in (("x", x), ("h", h), ("c", c)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.ndim != 2:
+            described = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 2-D float32 tensor, got {described}")
+    if h.shape != c.shape or h.shape[0] != x.shape[0]:
+        raise ValueError(f"h and c must be (batch={x.shape[0]}, hidden), got {tuple(h.shape)} and {tuple(c.shape)}")
+    check_sparse_layer(row_ptr, col_idx, values, bias, x.shape[1], h.shape[1])
+    devices = {t.device for t in (x, h, c, row_ptr, col_idx, values, bias)}
+    if len(devices) > 1:
+        raise ValueError(f"every argument must be on one device, got {sorted(map(str, devices))}")
+    return sparse_lstm_step_op(*(t.contiguous() for t in (x, h, c, row_ptr, col_idx, values, bias)))

@@ -64,6 +64,24 @@ def reference_masked_lstm(x, h0, c0, w_ih, w_hh, bias, mask_ih=None, mask_hh=Non
     return torch.stack(outputs), (h, c)
 
 
+def reference_sparse_lstm_step(x, h, c, row_ptr, col_idx, values, bias):
+    """One LSTM step of one layer whose weights W = [W_ih | W_hh] (4*hidden, input + hidden) are in CSR form
+    (repeated entries of a row add up), computed as the dense cell; gate order i, f, g, o.
+
+    x: (batch, input), h and c: (batch, hidden), bias: (4*hidden,), all float32; row_ptr: int32
+    (4*hidden + 1,); col_idx: uint8, int16 or int32 (nnz,); values: float32 or float16 (nnz,),
+    computed in float32. Returns (h', c'), each (batch, hidden).
+    """
+    inputs, hidden = x.shape[1], h.shape[1]
+    rows = torch.repeat_interleave(torch.arange(4 * hidden, device=x.device), row_ptr.diff().long())
+    weight = torch.zeros(4 * hidden, inputs + hidden, dtype=torch.float32, device=x.device)
+    weight.index_put_((rows, col_idx.long()), values.float(), accumulate=True)
+    h_new, c_new = reference_masked_lstm_cell(
+        x[None], h[None], c[None], weight[None, :, :inputs], weight[None, :, inputs:], bias[None]
+    )
+    return h_new[0], c_new[0]
+
+
 # The explicit forward/backward pairs below have the signatures of the compiled ops
 # (torch.ops.hapruned.*) and serve as their kernels on devices the build lacks.
 

@@ -1,0 +1,154 @@
+"""Export the pruned actors of a training run: to an ``.hpz`` file (sparse, see ``hapruned.deploy.hpz``)
+or to an ONNX graph (dense, see ``hapruned.deploy.onnx_graph``).
+
+A run directory holds the actors of every training seed as groups ``seed_index * N + agent`` of
+the grouped tensors in ``checkpoint.pt``; one seed is exported (by default the run's first). The
+effective weight is the weight times its mask where the run pruned in ``masked`` mode; in ``regrow``
+mode the zeros are in the weights. Only the PPO actors of IAGC-PPO runs are understood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import hapruned
+from hapruned.deploy import FORMATS
+from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
+from hapruned.env.encoding import FEEDBACK_CODES
+
+
+class ExportError(ValueError):
+    """The run cannot be exported as asked (not a run directory, an algorithm or agent it lacks).
+    ``argument``: the argument of ``export_actors`` at fault, if one is."""
+
+    def __init__(self, message: str, argument: str | None = None):
+        super().__init__(message)
+        self.argument = argument
+
+
+def read_run(run_dir) -> tuple[dict, dict]:
+    """(config, checkpoint) of a run directory; ExportError when it is not an IAGC-PPO run."""
+    from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE
+
+    run = Path(run_dir)
+    for name in (CONFIG_FILE, CHECKPOINT_FILE):
+        if not (run / name).is_file():
+            raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}",
+                              "run_dir")
+    config = json.loads((run / CONFIG_FILE).read_text())
+    algo = config.get("algo", "ppo")
+    if algo != "ppo":
+        raise ExportError(f"export reads the PPO actors of IAGC-PPO runs; the run in {str(run)!r} has algo={algo!r}")
+    # our own file, written by the trainer: it holds numpy RNG states, hence weights_only=False
+    checkpoint = torch.load(run / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    return config, checkpoint
+
+
+def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, list[ActorWeights]]:
+    """The metadata and float32 sparse weights of the actors of ``agents`` (None: all) of training seed
+    ``seed`` (None: the run's first) of a run directory."""
+    from hapruned.algos.config import TrainConfig
+
+    config, checkpoint = read_run(run_dir)
+    try:
+        train_config = TrainConfig(**config)
+    except TypeError as error:
+        raise ExportError(f"the config.json of {str(run_dir)!r} is not one this hapruned understands: "
+                          f"{error}") from None
+    seeds, n_agents = list(train_config.seed_list), train_config.n_users
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise ExportError(f"seed must be one of the run's training seeds {seeds}, got {seed}", "seed")
+    agents = list(range(n_agents)) if agents is None else list(agents)
+    bad = [a for a in agents if not 0 <= a < n_agents]
+    if bad or not agents or len(set(agents)) != len(agents):
+        raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), "
+                          f"got {agents}", "agents")
+    state = checkpoint.get("algo", {}).get("actor")
+    first = seeds.index(seed) * n_agents
+    try:
+        actors = actor_weights(state, {agent: first + agent for agent in agents}, train_config.num_layers)
+    except KeyError as error:
+        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no IAGC-PPO actor: {error.args[0]}") from None
+    return actor_metadata(train_config, seed, checkpoint.get("iteration")), actors
+
+
+def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int) -> list[ActorWeights]:
+    """The float32 sparse weights of agents from a ``GroupedActor`` state_dict: ``groups`` maps each agent
+    to its group. The effective weight is the weight times its ``*_mask`` buffer, if there is one."""
+    expected = [f"lstm.weight_{kind}_l{k}" for k in range(num_layers) for kind in ("ih", "hh")]
+    expected += [f"lstm.bias_l{k}" for k in range(num_layers)] + ["head.weight", "head.bias"]
+    if state is None or any(key not in state for key in expected):
+        raise KeyError(f"expected the tensors {', '.join(expected)}")
+
+    def effective(name: str, group: int) -> np.ndarray:
+        weight, mask = state[name][group], state.get(f"{name}_mask")
+        if mask is not None:
+            weight = weight * mask[group].to(weight.dtype)
+        return weight.float().numpy()
+
+    def bias(name: str, group: int) -> np.ndarray:
+        return state[name][group].float().numpy()
+
+    actors = []
+    for agent, group in groups.items():
+        lstm = [SparseMatrix.from_dense(np.concatenate([effective(f"lstm.weight_ih_l{k}", group),
+                                                        effective(f"lstm.weight_hh_l{k}", group)], axis=1),
+                                        bias(f"lstm.bias_l{k}", group))
+                for k in range(num_layers)]
+        head = SparseMatrix.from_dense(effective("head.weight", group), bias("head.bias", group))
+        actors.append(ActorWeights(agent, lstm, head))
+    return actors
+
+
+def actor_metadata(config, seed: int, iteration: int | None) -> dict:
+    """The metadata of actors trained with ``config`` (a TrainConfig): architecture, environment,
+    observation encoding and where they come from."""
+    env = config.env_config
+    return {
+        "architecture": {
+            "cell": "lstm", "input_size": env.n_channels + 5, "hidden_size": config.hidden_size,
+            "num_layers": config.num_layers, "n_actions": env.n_channels + 1, "gate_order": "ifgo",
+        },
+        "environment": json.loads(json.dumps(dataclasses.asdict(env))),
+        "encoding": {
+            "features": "one-hot(last action, n_channels + 1) + one-hot(last feedback, 4)",
+            "feedback_codes": list(FEEDBACK_CODES),
+        },
+        "source": {
+            "seed": seed, "iteration": iteration, "method": config.method, "prune_mode": config.prune_mode,
+            "hapruned_version": hapruned.__version__,
+        },
+    }
+
+
+def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None,
+                  format: str = "hpz") -> int:
+    """Export the actors of ``agents`` (None: all) of training seed ``seed`` (None: the first) of the run in
+    ``run_dir`` to ``out`` as ``format`` (hpz or onnx); returns the file's size in bytes. ``dtype``: the
+    stored values of an hpz file (float32 or float16); ONNX graphs are float32."""
+    return write_actors(out, *run_actors(run_dir, seed, agents), dtype=dtype, format=format)
+
+
+def write_actors(out, metadata: dict, actors: list[ActorWeights], dtype: str = "float32", format: str = "hpz") -> int:
+    """Write ``run_actors``' result to ``out`` as ``format`` with ``dtype`` (see ``export_actors``); returns
+    the file's size in bytes."""
+    if format not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}", "format")
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", "dtype")
+    if format == "onnx":
+        if dtype != "float32":
+            raise ExportError("dtype float16 is for hpz files; ONNX graphs are float32 (ONNX Runtime's CPU LSTM "
+                              "computes in float32)", "dtype")
+        from hapruned.deploy.onnx_graph import write_onnx
+
+        return write_onnx(out, metadata, actors)
+    metadata = {**metadata, "dtype": dtype}
+    return write_hpz(out, metadata, [ActorWeights(a.agent, [m.astype(dtype) for m in a.layers], a.head.astype(dtype))
+                                     for a in actors])
