@@ -37,11 +37,18 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-@pytest.fixture(scope="module", params=["masked", "regrow"])
+def pai_config() -> TrainConfig:
+    """PaI: one weight set per seed shared by the agents under masks of their own."""
+    values = {k: v for k, v in tiny_config().__dict__.items() if k not in ("i_prune", "method", "algo")}
+    return TrainConfig.preset("paper", algo="pai", **values)
+
+
+@pytest.fixture(scope="module", params=["masked", "regrow", "pai"])
 def run_dir(request, tmp_path_factory):
-    """A finished two-seed run (masks in masked mode, zeros in the weights in regrow mode)."""
+    """A finished two-seed run (masks in masked mode, zeros in the weights in regrow mode, shared weights
+    and fixed masks in PaI)."""
     out = tmp_path_factory.mktemp(f"run-{request.param}")
-    train(tiny_config(prune_mode=request.param), out, progress=False)
+    train(pai_config() if request.param == "pai" else tiny_config(prune_mode=request.param), out, progress=False)
     return out
 
 
@@ -57,7 +64,7 @@ def effective_weights(algo: IAGCPPO, group: int) -> list[np.ndarray]:
     lstm, head = algo.actor.lstm, algo.actor.head
 
     def masked(module, name):
-        weight, mask = getattr(module, name), getattr(module, f"{name}_mask")
+        weight, mask = module.per_group(getattr(module, name)), getattr(module, f"{name}_mask")
         return (weight if mask is None else weight * mask)[group].detach().numpy()
 
     layers = [np.concatenate([masked(lstm, f"weight_ih_l{k}"), masked(lstm, f"weight_hh_l{k}")], 1) for k in range(2)]
@@ -85,7 +92,8 @@ def test_export_holds_the_effective_weights(run_dir, tmp_path, seed, agents):
             np.testing.assert_array_equal(matrix.to_dense(), weight)
             assert matrix.values.size == np.count_nonzero(weight)
             assert matrix.col_idx.dtype == np.uint8 and matrix.row_ptr.dtype in (np.uint8, np.uint16)
-        np.testing.assert_array_equal(actor.layers[1].bias, algo.actor.lstm.bias_l1[group].detach().numpy())
+        bias = algo.actor.lstm.per_group(algo.actor.lstm.bias_l1)[group]
+        np.testing.assert_array_equal(actor.layers[1].bias, bias.detach().numpy())
         zeros = sum(w.size - np.count_nonzero(w) for w in expected) / sum(w.size for w in expected)
         assert zeros == pytest.approx(0.8, abs=1e-3)  # the run's final sparsity
 
@@ -327,13 +335,13 @@ def test_export_errors(run_dir, tmp_path):
     shutil.copytree(run_dir, other)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "algo": "dqn"}))
-    with pytest.raises(ExportError, match="PPO actors of IAGC-PPO runs; .* has algo='dqn'"):
+    with pytest.raises(ExportError, match="actors of actor-critic runs .* has algo='dqn'"):
         export_actors(other, tmp_path / "a.hpz")
     (other / "config.json").write_text(json.dumps(config))
     checkpoint = torch.load(other / "checkpoint.pt", weights_only=False)
     del checkpoint["algo"]["actor"]["head.weight"]
     torch.save(checkpoint, other / "checkpoint.pt")
-    with pytest.raises(ExportError, match="holds no IAGC-PPO actor"):
+    with pytest.raises(ExportError, match="holds no actor"):
         export_actors(other, tmp_path / "a.hpz")
 
 
@@ -376,3 +384,11 @@ def test_deploy_bench_command(run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["deploy-bench", str(path), "--agent", "0"])
     assert "--agent must be one of the file's agents [1, 2]" in capsys.readouterr().err
+
+
+def test_actors_of_plain_actor_critic_runs_export_too(tmp_path):
+    values = {k: v for k, v in tiny_config().__dict__.items() if k not in ("epochs", "minibatches", "algo")}
+    train(TrainConfig.preset("paper", algo="ac", **values), tmp_path / "run", progress=False)
+    export_actors(tmp_path / "run", tmp_path / "actors.hpz")
+    result = replay_evaluation(tmp_path / "run", tmp_path / "actors.hpz")
+    assert result["max_logit_diff"] <= 1e-5 and result["different_actions"] == 0

@@ -3,8 +3,9 @@ or to an ONNX graph (dense, see ``hapruned.deploy.onnx_graph``).
 
 A run directory holds the actors of every training seed as groups ``seed_index * N + agent`` of
 the grouped tensors in ``checkpoint.pt``; one seed is exported (by default the run's first). The
-effective weight is the weight times its mask where the run pruned in ``masked`` mode; in ``regrow``
-mode the zeros are in the weights. Only the PPO actors of IAGC-PPO runs are understood.
+effective weight is the weight times its mask where the run pruned in ``masked`` mode (and in PaI runs,
+whose agents share one weight set per seed under masks of their own); in ``regrow`` mode the zeros are
+in the weights. The actors of the actor-critic learners (``algo`` ppo, ac, pai) are understood.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
 from hapruned.env.encoding import FEEDBACK_CODES
 
 
+# The learners whose checkpoints hold a GroupedActor per seed.
+ACTOR_ALGOS = ("ppo", "ac", "pai")
+
+
 class ExportError(ValueError):
     """The run cannot be exported as asked (not a run directory, an algorithm or agent it lacks).
     ``argument``: the argument of ``export_actors`` at fault, if one is."""
@@ -32,7 +37,7 @@ class ExportError(ValueError):
 
 
 def read_run(run_dir) -> tuple[dict, dict]:
-    """(config, checkpoint) of a run directory; ExportError when it is not an IAGC-PPO run."""
+    """(config, checkpoint) of a run directory; ExportError when it is not an actor-critic run."""
     from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE
 
     run = Path(run_dir)
@@ -42,8 +47,9 @@ def read_run(run_dir) -> tuple[dict, dict]:
                               "run_dir")
     config = json.loads((run / CONFIG_FILE).read_text())
     algo = config.get("algo", "ppo")
-    if algo != "ppo":
-        raise ExportError(f"export reads the PPO actors of IAGC-PPO runs; the run in {str(run)!r} has algo={algo!r}")
+    if algo not in ACTOR_ALGOS:
+        raise ExportError(f"export reads the actors of actor-critic runs (algo {', '.join(ACTOR_ALGOS)}); the run in "
+                          f"{str(run)!r} has algo={algo!r}")
     # our own file, written by the trainer: it holds numpy RNG states, hence weights_only=False
     checkpoint = torch.load(run / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     return config, checkpoint
@@ -72,28 +78,30 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
     state = checkpoint.get("algo", {}).get("actor")
     first = seeds.index(seed) * n_agents
     try:
-        actors = actor_weights(state, {agent: first + agent for agent in agents}, train_config.num_layers)
+        share = n_agents if train_config.algo == "pai" else 1
+        actors = actor_weights(state, {agent: first + agent for agent in agents}, train_config.num_layers, share)
     except KeyError as error:
-        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no IAGC-PPO actor: {error.args[0]}") from None
+        raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no actor: {error.args[0]}") from None
     return actor_metadata(train_config, seed, checkpoint.get("iteration")), actors
 
 
-def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int) -> list[ActorWeights]:
+def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int, share: int = 1) -> list[ActorWeights]:
     """The float32 sparse weights of agents from a ``GroupedActor`` state_dict: ``groups`` maps each agent
-    to its group. The effective weight is the weight times its ``*_mask`` buffer, if there is one."""
+    to its group; ``share``: groups per stored weight set (the actor's ``share``). The effective weight is
+    the weight times its group's ``*_mask`` buffer, if there is one."""
     expected = [f"lstm.weight_{kind}_l{k}" for k in range(num_layers) for kind in ("ih", "hh")]
     expected += [f"lstm.bias_l{k}" for k in range(num_layers)] + ["head.weight", "head.bias"]
     if state is None or any(key not in state for key in expected):
         raise KeyError(f"expected the tensors {', '.join(expected)}")
 
     def effective(name: str, group: int) -> np.ndarray:
-        weight, mask = state[name][group], state.get(f"{name}_mask")
+        weight, mask = state[name][group // share], state.get(f"{name}_mask")
         if mask is not None:
             weight = weight * mask[group].to(weight.dtype)
         return weight.float().numpy()
 
     def bias(name: str, group: int) -> np.ndarray:
-        return state[name][group].float().numpy()
+        return state[name][group // share].float().numpy()
 
     actors = []
     for agent, group in groups.items():
