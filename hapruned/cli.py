@@ -8,6 +8,9 @@ import importlib
 COMMANDS = {
     "baselines": "hapruned.baselines.command",
     "train": "hapruned.algos.command",
+    "reproduce": "hapruned.experiments.reproduce_command",
+    "sweep": "hapruned.experiments.sweep_command",
+    "report": "hapruned.experiments.report_command",
 }
 
 
