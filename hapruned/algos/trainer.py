@@ -87,7 +87,7 @@ def train(
     start = 0
     checkpoint = out / CHECKPOINT_FILE
     if resume and (out / CONFIG_FILE).exists():
-        check_same_config(json.loads((out / CONFIG_FILE).read_text()), resolved, out)
+        _check_same_config(json.loads((out / CONFIG_FILE).read_text()), resolved, out)
         if checkpoint.exists():
             # our own file, written by _save_checkpoint: it holds numpy RNG states, hence weights_only=False
             saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -105,7 +105,7 @@ def train(
             )
             raise RunDirError(f"out_dir {str(out)!r} is not empty; {hint}, or choose a new directory")
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
+        _write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
         (out / METRICS_FILE).write_text("")
 
     seeds = config.seed_list
@@ -167,7 +167,7 @@ def train(
         "wall_time_s": trainer_state["wall_time_s"],
         "out_dir": str(out),
     }
-    write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=_to_json) + "\n")
+    _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=_to_json) + "\n")
     return summary
 
 
@@ -196,8 +196,7 @@ def load_metrics(out_dir) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def check_same_config(saved: dict, current: dict, out: Path) -> None:
-    """RunDirError naming the differing fields when ``saved`` (a run's config.json) is not ``current``."""
+def _check_same_config(saved: dict, current: dict, out: Path) -> None:
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: run has {saved.get(key)!r}, given {current.get(key)!r}" for key in differing)
@@ -211,7 +210,7 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     """Drop the records written after the checkpoint, so the resumed run rewrites them."""
     lines = path.read_text().splitlines(keepends=True) if path.exists() else []
     kept = [line for line in lines if line.strip() and json.loads(line)["iteration"] <= iteration]
-    write_atomic(path, "".join(kept))
+    _write_atomic(path, "".join(kept))
 
 
 def _last_record(path: Path) -> dict | None:
@@ -223,8 +222,7 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     _replace_atomically(path, lambda f: torch.save(payload, f), binary=True)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace the text file ``path`` atomically (see :func:`_replace_atomically`)."""
+def _write_atomic(path: Path, text: str) -> None:
     _replace_atomically(path, lambda f: f.write(text), binary=False)
 
 
