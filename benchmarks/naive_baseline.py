@@ -1,5 +1,6 @@
-"""NAIVE BASELINE, for the training-throughput benchmark only: what a first, straightforward
-implementation of IAGC-PPO looks like. Not used by hapruned.
+"""NAIVE BASELINES, for the training-throughput benchmarks only: what a first, straightforward
+implementation of IAGC-PPO (``NaiveIAGCPPO``) and of recurrent DQN with parameter sharing
+(``NaiveRecurrentDQN``) looks like. Not used by hapruned. ``NaiveIAGCPPO`` has
 
 - one ``torch.nn.LSTM`` + ``torch.nn.Linear`` per agent (a Python list of modules) and one critic;
 - ONE environment stepped at a time in plain Python/NumPy, with a loop over agents inside the step
@@ -9,12 +10,13 @@ implementation of IAGC-PPO looks like. Not used by hapruned.
   full-episode BPTT from zero states, entropy bonus, per-agent gradient clipping, Adam, and a
   magnitude-prune step every ``i_prune`` iterations.
 
-It takes the same :class:`~hapruned.algos.config.TrainConfig`, so both sides of the benchmark do the
-same amount of learning work.
+Each takes the same :class:`~hapruned.algos.config.TrainConfig` as its hapruned counterpart, so both
+sides of a benchmark do the same amount of learning work.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -201,3 +203,87 @@ class NaiveIAGCPPO:
             self.prune(iteration)
         return {"episode_reward": float(rewards.sum(0).mean()),
                 "agent_steps": self.N * self.config.envs_per_iteration * self.T}
+
+
+class NaiveRecurrentDQN:
+    """Recurrent DQN with parameter sharing written the obvious way: one ``nn.LSTM`` + ``nn.Linear``
+    Q-network shared by the agents and its target copy, ONE environment stepped at a time with a
+    loop over agents for every action, a Python list of episodes as the replay buffer. The same work
+    per iteration as :class:`hapruned.algos.dqn.RecurrentDQN`: ``envs_per_iteration`` epsilon-greedy
+    episodes, then ``updates_per_iteration`` Double-DQN steps on ``replay_batch`` whole episodes (every
+    agent's sequence) with Huber loss, gradient clipping, Adam and hard target copies."""
+
+    def __init__(self, config):
+        self.config = cfg = config
+        torch.manual_seed(cfg.seed)
+        self.N, self.K, self.T = cfg.n_users, cfg.n_channels, cfg.horizon
+        self.F = self.K + 5
+        pu_prob = 0.2 if cfg.setup == "B" else 0.0
+        self.env = NaiveDSAEnv(self.N, self.K, self.T, pu_prob, seed=cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.lstm = nn.LSTM(self.F, cfg.hidden_size, cfg.num_layers)
+        self.head = nn.Linear(cfg.hidden_size, self.K + 1)
+        self.target_lstm, self.target_head = copy.deepcopy(self.lstm), copy.deepcopy(self.head)
+        self.optimizer = torch.optim.Adam([*self.lstm.parameters(), *self.head.parameters()], lr=cfg.actor_lr)
+        self.replay, self.updates = [], 0
+
+    def encode(self, a, o):
+        x = torch.zeros(self.F)
+        x[a] = 1.0
+        x[self.K + 1 + FEEDBACK_SLOT[o]] = 1.0
+        return x
+
+    @torch.no_grad()
+    def play(self, epsilon):
+        """One episode; returns (inputs (T, N, F), actions (T, N), rewards (T,))."""
+        obs = self.env.reset()
+        state = [None] * self.N
+        inputs, actions, rewards = [], [], []
+        for _ in range(self.T):
+            xs, acts = [], []
+            for n in range(self.N):
+                x = self.encode(*obs[n])
+                out, state[n] = self.lstm(x.view(1, 1, -1), state[n])
+                action = int(self.head(out[0, 0]).argmax())
+                if self.rng.random() < epsilon:
+                    action = int(self.rng.integers(self.K + 1))
+                xs.append(x)
+                acts.append(action)
+            obs, reward = self.env.step(acts)
+            inputs.append(torch.stack(xs))
+            actions.append(acts)
+            rewards.append(reward)
+        return torch.stack(inputs), torch.tensor(actions), torch.tensor(rewards)
+
+    def update(self):
+        cfg = self.config
+        batch = [self.replay[i] for i in self.rng.integers(len(self.replay), size=cfg.replay_batch)]
+        inputs = torch.cat([e[0] for e in batch], 1)  # (T, b*N, F)
+        actions = torch.cat([e[1] for e in batch], 1)
+        rewards = torch.cat([e[2].unsqueeze(1).expand(-1, self.N) for e in batch], 1)
+        q = self.head(self.lstm(inputs)[0])
+        with torch.no_grad():
+            q_next = self.target_head(self.target_lstm(inputs)[0])
+            best = q[1:].argmax(-1, keepdim=True)
+            targets = rewards.clone().float()
+            targets[:-1] += cfg.gamma * q_next[1:].gather(-1, best).squeeze(-1)
+        loss = nn.functional.huber_loss(q.gather(-1, actions.unsqueeze(-1)).squeeze(-1), targets)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_([*self.lstm.parameters(), *self.head.parameters()], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % cfg.target_update == 0:
+            self.target_lstm.load_state_dict(self.lstm.state_dict())
+            self.target_head.load_state_dict(self.head.state_dict())
+
+    def train_iteration(self, iteration: int) -> dict:
+        cfg = self.config
+        progress = min(1.0, (iteration - 1) / (cfg.epsilon_decay * cfg.iterations))
+        epsilon = cfg.epsilon_start + (cfg.epsilon_end - cfg.epsilon_start) * progress
+        episodes = [self.play(epsilon) for _ in range(cfg.envs_per_iteration)]
+        self.replay = (self.replay + episodes)[-cfg.replay_capacity:]
+        for _ in range(cfg.updates_per_iteration):
+            self.update()
+        return {"episode_reward": float(np.mean([float(e[2].sum()) for e in episodes])),
+                "agent_steps": self.N * cfg.envs_per_iteration * self.T}

@@ -7,6 +7,7 @@ gives override a preset.
 
 import argparse
 import dataclasses
+import re
 import typing
 
 
@@ -43,3 +44,8 @@ def dataclass_from_args(base, args: argparse.Namespace, skip=()):
         if field.name not in skip and field.init and getattr(args, field.name, None) is not None
     }
     return dataclasses.replace(base, **changes)
+
+
+def flag_names(message: str, cls) -> str:
+    """``message`` with every ``Cls.field`` of ``cls`` written as the flag ``--field`` the user types."""
+    return re.sub(rf"\b{cls.__name__}\.(\w+)", lambda m: _flag(m.group(1)), message)

@@ -134,3 +134,36 @@ def test_diverged_run_exits_with_a_message(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "diverged at iteration 1" in captured.err and "non-finite loss" in captured.err
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--algo", "dqn", "--prune-mode", "masked"], ["--prune-mode", "regrow", "dqn"]),
+        (["--algo", "pai", "--method", "harmonic"], ["--method", "constant", "pai"]),
+        (["--algo", "ac", "--epochs", "4"], ["--epochs", "ac"]),
+        (["--algo", "ppo", "--replay-capacity", "50"], ["--replay-capacity", "ppo"]),
+    ],
+)
+def test_bad_algorithm_combinations_fail_before_writing(tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run(["train", "--out", str(out), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    for word in named:
+        assert word in err, word
+    assert "TrainConfig" not in err  # flags, not dataclass fields
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("algo,extra", [("ac", []), ("pai", ["--epochs", "1"]),
+                                        ("dqn", ["--replay-batch", "2", "--updates-per-iteration", "1"])])
+def test_each_algorithm_trains_through_the_command(tmp_path, capsys, algo, extra):
+    out = tmp_path / "run"
+    common = ["--n-users", "2", "--n-channels", "2", "--horizon", "8", "--hidden-size", "16", "--iterations", "2",
+              "--envs-per-iteration", "2", "--eval-every", "2", "--eval-episodes", "2"]
+    assert run(["train", "--out", str(out), "--json", "--algo", algo, *common, *extra]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert json.loads((out / "config.json").read_text())["algo"] == algo
+    assert summary["iterations"] == 2 and len(summary["final_eval_reward_per_seed"]) == 1

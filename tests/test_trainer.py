@@ -24,6 +24,19 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+def algo_config(algo: str, **overrides) -> TrainConfig:
+    """A tiny run of any algorithm, with that algorithm's own defaults."""
+    values = dict(n_users=2, n_channels=2, horizon=8, hidden_size=16, iterations=6, envs_per_iteration=2,
+                  eval_every=4, eval_episodes=3, seed=3)
+    values.update({
+        "ppo": dict(minibatches=2, epochs=2, i_prune=2, method="harmonic", sparsity=0.5),
+        "ac": dict(i_prune=2, method="linear", sparsity=0.5),
+        "pai": dict(minibatches=2, epochs=2, sparsity=0.5),
+        "dqn": dict(replay_capacity=5, replay_batch=2, updates_per_iteration=2, target_update=3),
+    }[algo])
+    return TrainConfig.preset("paper", algo=algo, **{**values, **overrides})
+
+
 def without_timings(records):
     return [{k: v for k, v in record.items() if k not in TIMING_KEYS} for record in records]
 
@@ -63,16 +76,17 @@ def float_tensors(state):
             yield from float_tensors(value)
 
 
-def interrupt_at(monkeypatch, iteration, error):
-    """Make IAGCPPO.train_iteration raise ``error`` when it reaches ``iteration``."""
-    original = trainer.IAGCPPO.train_iteration
+def interrupt_at(monkeypatch, iteration, error, algo="ppo"):
+    """Make the learner's train_iteration raise ``error`` when it reaches ``iteration``."""
+    learner = trainer.LEARNERS[algo]
+    original = learner.train_iteration
 
     def train_iteration(self, i):
         if i == iteration:
             raise error
         return original(self, i)
 
-    monkeypatch.setattr(trainer.IAGCPPO, "train_iteration", train_iteration)
+    monkeypatch.setattr(learner, "train_iteration", train_iteration)
 
 
 def test_run_directory_contents(tmp_path):
@@ -128,13 +142,14 @@ def test_evaluation_replays_fixed_held_out_episodes(tmp_path, monkeypatch):
     assert eval_seed(config.seed) != config.seed
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
-    config = tiny_config()
+@pytest.mark.parametrize("algo", ["ppo", "ac", "pai", "dqn"])
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, algo):
+    config = algo_config(algo)
     train(config, tmp_path / "whole", progress=False, checkpoint_every=3)
 
     # stop during iteration 6: lines 1..5 are written, the checkpoint is at iteration 3
     with monkeypatch.context() as patch:
-        interrupt_at(patch, 6, KeyboardInterrupt())
+        interrupt_at(patch, 6, KeyboardInterrupt(), algo)
         with pytest.raises(KeyboardInterrupt):
             train(config, tmp_path / "split", progress=False, checkpoint_every=3)
     assert len(load_metrics(tmp_path / "split")) == 5

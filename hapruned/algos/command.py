@@ -1,4 +1,5 @@
-"""``hapruned train``: train IAGC-PPO actors with a sparsity schedule into a run directory.
+"""``hapruned train``: train IAGC-PPO actors with a sparsity schedule (or a baseline ``--algo``) into a
+run directory.
 
 Every :class:`~hapruned.algos.config.TrainConfig` field has a flag (generated, so each is described
 once); the chosen ``--preset`` supplies the values of the flags not given.
@@ -15,16 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from hapruned.algos.config import PRESETS, TrainConfig
-from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args
+from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="train pruned LSTM actors with IAGC-PPO",
+        help="train pruned LSTM actors with IAGC-PPO (or a baseline algorithm)",
         description="Train N independent LSTM actors and a global critic with PPO, pruning the actors "
-        "under a sparsity schedule. Writes config.json, metrics.jsonl, checkpoint.pt and summary.json "
-        "to --out.",
+        "under a sparsity schedule (--algo ppo), or one of the paper's learned baselines: plain IAGC "
+        "actor-critic (ac), recurrent DQN with parameter sharing (dqn), PaI with parameter sharing (pai). "
+        "Writes config.json, metrics.jsonl, checkpoint.pt and summary.json to --out.",
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", required=True, metavar="DIR", help="run directory (must be empty unless --resume)")
@@ -52,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     if args.resume and (Path(args.out) / CONFIG_FILE).exists():
         return dataclass_from_args(load_config(args.out), args)
-    return dataclass_from_args(TrainConfig.preset(args.preset), args)
+    algo = {"algo": args.algo} if args.algo is not None else {}
+    return dataclass_from_args(TrainConfig.preset(args.preset, **algo), args)
 
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -64,7 +67,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = config_from_args(args)
         check_device(config.device)
     except ValueError as err:
-        parser.error(str(err))
+        parser.error(flag_names(str(err), TrainConfig))
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.threads is not None:

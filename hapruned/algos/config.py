@@ -15,6 +15,7 @@ import numpy as np
 
 from hapruned.env import DSAConfig
 
+ALGOS = ("ppo", "ac", "dqn", "pai")
 METHODS = ("dense", "harmonic", "linear", "polynomial", "cosine", "constant")
 PRUNE_MODES = ("regrow", "masked")
 CRITIC_INPUTS = ("own", "joint")
@@ -41,8 +42,15 @@ def _is_int(value) -> bool:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of one training run; several ``seeds`` train side by side as extra groups."""
+    """Every setting of one training run; several ``seeds`` train side by side as extra groups.
 
+    ``algo`` picks the learning algorithm; a field an algorithm does not use must keep its default
+    (``TrainConfig.preset(name, algo=...)`` gives each algorithm's own defaults).
+    """
+
+    algo: str = field(default="ppo", metadata={"help": "learning algorithm: ppo (IAGC-PPO) | ac (plain IAGC actor-critic) | "
+                                                        "dqn (recurrent DQN, one Q-network shared by all agents) | "
+                                                        "pai (PPO, one actor shared under fixed random per-agent masks)"})
     # environment
     setup: str = field(default="A", metadata={"help": "paper setup: A (no primary users) or B (each channel busy w.p. 0.2)"})
     n_users: int = field(default=10, metadata={"help": "number of users (agents) N, >= 1"})
@@ -50,7 +58,7 @@ class TrainConfig:
     horizon: int = field(default=100, metadata={"help": "slots per episode T, >= 1"})
     # pruning
     method: str = field(default="harmonic", metadata={"help": "sparsity schedule of the actors: " + " | ".join(METHODS)})
-    sparsity: float = field(default=0.95, metadata={"help": "final actor sparsity p_final in [0, 1) (ignored by dense)"})
+    sparsity: float = field(default=0.95, metadata={"help": "final actor sparsity p_final in [0, 1) (ignored by dense; pai: its fixed masks' sparsity)"})
     agent_sparsity: Optional[tuple[float, ...]] = field(
         default=None,
         metadata={"help": "per-agent final sparsities, N comma-separated values (overrides --sparsity)", "parse": parse_floats},
@@ -90,6 +98,16 @@ class TrainConfig:
     max_grad_norm: float = field(default=0.5, metadata={"help": "gradient-norm clip per agent (and per critic), > 0; 0 disables"})
     normalize_rewards: bool = field(default=True, metadata={"help": "scale rewards by a running std of the discounted return"})
     normalize_advantages: bool = field(default=True, metadata={"help": "standardise advantages per minibatch and agent"})
+    # DQN
+    replay_capacity: int = field(default=1000, metadata={"help": "dqn: episodes the replay buffer holds per seed, >= 1"})
+    replay_batch: int = field(default=4, metadata={"help": "dqn: episodes per sequence update (their N agents' sequences each), >= 1"})
+    updates_per_iteration: int = field(default=8, metadata={"help": "dqn: gradient updates per iteration, >= 1"})
+    target_update: int = field(default=100, metadata={"help": "dqn: updates between hard copies of the online network into the target, >= 1"})
+    target_tau: float = field(default=0.0, metadata={"help": "dqn: Polyak rate of the target network after every update, in [0, 1]; 0 = hard copies"})
+    epsilon_start: float = field(default=1.0, metadata={"help": "dqn: exploration rate at the first iteration, in [0, 1]"})
+    epsilon_end: float = field(default=0.05, metadata={"help": "dqn: exploration rate after the decay, in [0, 1]"})
+    epsilon_decay: float = field(default=0.5, metadata={"help": "dqn: fraction of the iterations over which epsilon falls linearly, in (0, 1]"})
+    eval_epsilon: float = field(default=0.05, metadata={"help": "dqn: exploration rate of evaluations, in [0, 1] (--eval-greedy: 0)"})
     # evaluation and hardware
     eval_every: int = field(default=10, metadata={"help": "iterations between evaluations, >= 1"})
     eval_episodes: int = field(default=100, metadata={"help": "held-out episodes per evaluation, >= 1"})
@@ -100,11 +118,13 @@ class TrainConfig:
         def fail(name, allowed, value):
             raise ValueError(f"TrainConfig.{name} must be {allowed}, got {value!r}")
 
-        for name, allowed in (("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES), ("critic_input", CRITIC_INPUTS)):
+        for name, allowed in (("algo", ALGOS), ("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES),
+                              ("critic_input", CRITIC_INPUTS)):
             if getattr(self, name) not in allowed:
                 fail(name, "one of " + ", ".join(allowed), getattr(self, name))
         positive_ints = ("n_users", "n_channels", "horizon", "i_prune", "iterations", "envs_per_iteration",
-                         "hidden_size", "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes")
+                         "hidden_size", "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes",
+                         "replay_capacity", "replay_batch", "updates_per_iteration", "target_update")
         for name in positive_ints:
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "an integer >= 1", getattr(self, name))
@@ -144,6 +164,22 @@ class TrainConfig:
         for name in ("entropy_coef", "max_grad_norm"):
             if not getattr(self, name) >= 0:
                 fail(name, "a number >= 0", getattr(self, name))
+        for name in ("target_tau", "epsilon_start", "epsilon_end", "eval_epsilon"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, "a number in [0, 1]", getattr(self, name))
+        if not 0.0 < self.epsilon_decay <= 1.0:
+            fail("epsilon_decay", "a number in (0, 1]", self.epsilon_decay)
+        # the fields this algorithm does not use keep their defaults, so no setting is silently ignored
+        for name in UNUSED_FIELDS[self.algo]:
+            if getattr(self, name) != _DEFAULTS[name]:
+                fail(name, f"left at its default {_DEFAULTS[name]!r} with algo {self.algo!r}, which does not use it",
+                     getattr(self, name))
+        if self.algo == "dqn" and self.replay_capacity < self.envs_per_iteration:
+            fail("replay_capacity", f">= envs_per_iteration={self.envs_per_iteration} (one iteration's episodes)",
+                 self.replay_capacity)
+        for name, value in REQUIRED_VALUES.get(self.algo, {}).items():
+            if getattr(self, name) != value:
+                fail(name, f"{value!r} with algo {self.algo!r} ({ALGO_NOTES[self.algo]})", getattr(self, name))
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             fail("device", "cpu, cuda or cuda:N", self.device)
 
@@ -179,10 +215,19 @@ class TrainConfig:
         budget, 16 episodes per iteration for 200 iterations with 8 larger Adam steps per iteration
         (2 epochs x 4 minibatches of whole episodes), a critic that reads the joint observation and
         ``masked`` pruning (pruned weights stay pruned, so a prune event costs no reward), which
-        learns in fewer iterations than ``paper`` and on every seed we tried."""
+        learns in fewer iterations than ``paper`` and on every seed we tried.
+
+        With ``algo`` among the overrides, the preset's values of fields that algorithm does not use
+        are dropped and the algorithm's own defaults (``ALGO_DEFAULTS``, ``ALGO_PRESETS``) applied."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
-        return cls(**{**PRESETS[name], **overrides})
+        algo = overrides.get("algo", "ppo")
+        if algo not in ALGOS:
+            raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+        values = {key: value for key, value in PRESETS[name].items() if key not in UNUSED_FIELDS[algo]}
+        values.update(ALGO_DEFAULTS.get(algo, {}))
+        values.update(ALGO_PRESETS.get((name, algo), {}))
+        return cls(**{**values, **overrides})
 
 
 PRESETS = {
@@ -190,3 +235,38 @@ PRESETS = {
     "fast": {"iterations": 200, "envs_per_iteration": 16, "epochs": 2, "minibatches": 4, "actor_lr": 1e-3,
              "critic_lr": 1e-3, "entropy_coef": 0.003, "critic_input": "joint", "prune_mode": "masked"},
 }
+
+_PRUNING_FIELDS = ("sparsity", "agent_sparsity", "i_start", "i_end", "i_prune", "p0", "amplitude", "period",
+                   "prune_mode", "per_matrix")
+_SCHEDULE_FIELDS = _PRUNING_FIELDS[2:]
+_CRITIC_FIELDS = ("critic_input", "critic_lr", "gae_lambda", "entropy_coef", "normalize_advantages")
+_DQN_FIELDS = ("replay_capacity", "replay_batch", "updates_per_iteration", "target_update", "target_tau",
+               "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")
+# Fields each algorithm does not read; they must keep their defaults.
+UNUSED_FIELDS = {
+    "ppo": _DQN_FIELDS,
+    "ac": _DQN_FIELDS + ("clip",),
+    "dqn": _PRUNING_FIELDS + _CRITIC_FIELDS + ("clip", "epochs", "minibatches"),
+    "pai": _DQN_FIELDS + _SCHEDULE_FIELDS,
+}
+# Values an algorithm needs, and why.
+REQUIRED_VALUES = {
+    "ac": {"epochs": 1, "minibatches": 1},
+    "dqn": {"method": "dense"},
+    "pai": {"method": "constant"},
+}
+ALGO_NOTES = {
+    "ac": "one gradient step per iteration's episodes",
+    "dqn": "it has no pruning",
+    "pai": "its masks are fixed at initialisation; --sparsity sets them",
+}
+# Defaults of each algorithm in every preset, then per (preset, algorithm).
+ALGO_DEFAULTS = {
+    "ac": {"method": "dense", "epochs": 1, "minibatches": 1},
+    "dqn": {"method": "dense"},
+    "pai": {"method": "constant", "sparsity": 0.5},
+}
+ALGO_PRESETS = {
+    ("paper", "dqn"): {"updates_per_iteration": 2},
+}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

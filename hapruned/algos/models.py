@@ -31,12 +31,14 @@ def init_group_(module: nn.Module, group: int, generator: torch.Generator) -> No
 
 
 class GroupedActor(nn.Module):
-    """``groups`` independent policies: LSTM -> linear -> logits over ``n_actions``."""
+    """``groups`` policies: LSTM -> linear -> logits over ``n_actions``; independent, or with ``share`` > 1
+    groups on each set of weights (distinct only through their masks)."""
 
-    def __init__(self, groups: int, input_size: int, hidden_size: int, num_layers: int, n_actions: int, device=None):
+    def __init__(self, groups: int, input_size: int, hidden_size: int, num_layers: int, n_actions: int, device=None,
+                 share: int = 1):
         super().__init__()
-        self.lstm = GroupedLSTM(groups, input_size, hidden_size, num_layers, device=device)
-        self.head = GroupedLinear(groups, hidden_size, n_actions, device=device)
+        self.lstm = GroupedLSTM(groups, input_size, hidden_size, num_layers, device=device, share=share)
+        self.head = GroupedLinear(groups, hidden_size, n_actions, device=device, share=share)
 
     @property
     def prunable_names(self) -> list[str]:
@@ -56,7 +58,7 @@ class GroupedActor(nn.Module):
         for name in self.prunable_names:
             owner_name, _, attr = name.rpartition(".")
             owner = self.get_submodule(owner_name)
-            weight, mask = getattr(owner, attr), getattr(owner, f"{attr}_mask")
+            weight, mask = owner.per_group(getattr(owner, attr)), getattr(owner, f"{attr}_mask")
             effective = weight if mask is None else weight * mask
             zeros = zeros + (effective.flatten(1) == 0).sum(1)
             total += weight[0].numel()

@@ -4,8 +4,8 @@ A run directory holds
 
 - ``config.json``: the resolved :class:`~hapruned.algos.config.TrainConfig`, written at the start;
 - ``metrics.jsonl``: one JSON object per iteration (the algorithm's metrics, such as
-  ``episode_reward``, ``approx_kl``, ``clip_fraction``, ``entropy``, ``explained_variance`` and
-  ``sparsity`` per agent, plus ``iteration``, ``iteration_time_s``, ``wall_time_s``,
+  ``episode_reward``, ``sparsity`` per agent and, for the actor-critics, ``approx_kl``,
+  ``clip_fraction``, ``entropy``, ``explained_variance``, for DQN ``loss``, ``q_mean``, ``epsilon``; plus ``iteration``, ``iteration_time_s``, ``wall_time_s``,
   ``agent_steps_per_s`` and, on evaluation iterations, ``eval_reward`` and ``eval_reward_per_seed``);
 - ``checkpoint.pt``: the algorithm's complete state, the iteration and the trainer's counters,
   replaced atomically (written to a temporary file in the same directory, then renamed);
@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from hapruned.algos.config import TrainConfig
+from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
 
 CONFIG_FILE = "config.json"
@@ -42,6 +43,10 @@ SUMMARY_FILE = "summary.json"
 # Evaluation environments are seeded far from any training seed, so held-out episodes never
 # coincide with training ones.
 EVAL_SEED_OFFSET = 1 << 40
+
+
+# The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
+LEARNERS = {"ppo": IAGCPPO, "ac": IAGCPPO, "pai": IAGCPPO, "dqn": RecurrentDQN}
 
 
 class RunDirError(ValueError):
@@ -82,7 +87,7 @@ def train(
     out = Path(out_dir)
     resolved = config_dict(config)
 
-    algo = IAGCPPO(config)
+    algo = LEARNERS[config.algo](config)
     trainer_state = {"wall_time_s": 0.0, "agent_steps": 0, "last_eval": None}
     start = 0
     checkpoint = out / CHECKPOINT_FILE

@@ -10,27 +10,49 @@ from torch import nn
 from hapruned import ops
 
 
-class GroupedLSTM(nn.Module):
+def _check_share(groups: int, share: int) -> None:
+    if isinstance(share, bool) or not isinstance(share, int) or share < 1 or groups % share:
+        raise ValueError(f"share must be a positive integer that divides groups={groups}, got {share!r}")
+
+
+class _Shared:
+    """Weight sharing: each stored parameter slice serves ``share`` consecutive groups."""
+
+    share = 1
+
+    def per_group(self, param: torch.Tensor) -> torch.Tensor:
+        """``param`` with one slice per group (shared slices repeated; the gradient of a shared slice is
+        the sum of its groups' gradients)."""
+        return param if self.share == 1 else param.repeat_interleave(self.share, dim=0)
+
+
+class GroupedLSTM(_Shared, nn.Module):
     """``num_layers`` stacked LSTMs for each of ``groups`` groups.
 
     Parameters per layer k: ``weight_ih_l{k}`` (groups, 4H, in_k), ``weight_hh_l{k}`` (groups, 4H, H),
     ``bias_l{k}`` (groups, 4H) (the sum of ``nn.LSTM``'s two biases); gate order i, f, g, o.
-    Buffers ``weight_ih_l{k}_mask`` / ``weight_hh_l{k}_mask``: None or a mask of the weight's shape.
+    Buffers ``weight_ih_l{k}_mask`` / ``weight_hh_l{k}_mask``: None or a mask (groups, ...) of the weight.
+    With ``share`` > 1, groups ``j*share .. (j+1)*share - 1`` share parameter slice j (parameters have
+    ``groups // share`` slices; masks still one per group, so sharing groups can be distinct subnetworks).
     """
 
-    def __init__(self, groups: int, input_size: int, hidden_size: int, num_layers: int = 1, device=None, dtype=None):
+    def __init__(self, groups: int, input_size: int, hidden_size: int, num_layers: int = 1, device=None, dtype=None,
+                 share: int = 1):
         super().__init__()
         for name, value in (("groups", groups), ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_share(groups, share)
         self.groups, self.input_size, self.hidden_size, self.num_layers = groups, input_size, hidden_size, num_layers
+        self.share = share
+        slices = groups // share
         factory = {"device": device, "dtype": dtype}
         bound = 1.0 / math.sqrt(hidden_size)
         for k in range(num_layers):
             in_k = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(groups, 4 * hidden_size, in_k, **factory).uniform_(-bound, bound)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(groups, 4 * hidden_size, hidden_size, **factory).uniform_(-bound, bound)))
-            bias = torch.empty(2, groups, 4 * hidden_size, **factory).uniform_(-bound, bound).sum(0)
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(slices, 4 * hidden_size, in_k, **factory).uniform_(-bound, bound)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(slices, 4 * hidden_size, hidden_size, **factory).uniform_(-bound, bound)))
+            bias = torch.empty(2, slices, 4 * hidden_size, **factory).uniform_(-bound, bound).sum(0)
             self.register_parameter(f"bias_l{k}", nn.Parameter(bias))
             self.register_buffer(f"weight_ih_l{k}_mask", None)
             self.register_buffer(f"weight_hh_l{k}_mask", None)
@@ -51,7 +73,7 @@ class GroupedLSTM(nn.Module):
         layer_input, h_out, c_out = x, [], []
         for k in range(self.num_layers):
             h, c = h0[k], c0[k]
-            w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_l{k}")
+            w_ih, w_hh, bias = (self.per_group(getattr(self, f"{name}_l{k}")) for name in ("weight_ih", "weight_hh", "bias"))
             m_ih, m_hh = getattr(self, f"weight_ih_l{k}_mask"), getattr(self, f"weight_hh_l{k}_mask")
             layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
             h_out.append(h)
@@ -59,18 +81,22 @@ class GroupedLSTM(nn.Module):
         return layer_input, (torch.stack(h_out), torch.stack(c_out))
 
 
-class GroupedLinear(nn.Module):
-    """``groups`` independent linear layers: weight (groups, out, in), bias (groups, out), optional ``weight_mask``."""
+class GroupedLinear(_Shared, nn.Module):
+    """``groups`` independent linear layers: weight (groups, out, in), bias (groups, out), optional
+    ``weight_mask`` (groups, out, in); ``share`` as in :class:`GroupedLSTM`."""
 
-    def __init__(self, groups: int, in_features: int, out_features: int, device=None, dtype=None):
+    def __init__(self, groups: int, in_features: int, out_features: int, device=None, dtype=None, share: int = 1):
         super().__init__()
+        _check_share(groups, share)
+        self.share = share
         factory = {"device": device, "dtype": dtype}
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(torch.empty(groups, out_features, in_features, **factory).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(groups, out_features, **factory).uniform_(-bound, bound))
+        self.weight = nn.Parameter(torch.empty(groups // share, out_features, in_features, **factory).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups // share, out_features, **factory).uniform_(-bound, bound))
         self.register_buffer("weight_mask", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., groups, batch, in) -> (..., groups, batch, out)."""
-        weight = self.weight if self.weight_mask is None else self.weight * self.weight_mask
-        return torch.matmul(x, weight.transpose(-1, -2)) + self.bias.unsqueeze(-2)
+        weight = self.per_group(self.weight)
+        weight = weight if self.weight_mask is None else weight * self.weight_mask
+        return torch.matmul(x, weight.transpose(-1, -2)) + self.per_group(self.bias).unsqueeze(-2)
