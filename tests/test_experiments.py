@@ -91,6 +91,18 @@ def test_grid_run_list(tmp_path):
     assert configs["dense"].method == "dense"
 
 
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_every_method_is_a_valid_config_in_every_budget(budget):
+    for method in METHODS.values():
+        if method.available:
+            config = method.config(BUDGETS[budget], "B", 7)
+            assert (config.setup, config.seed) == ("B", 7)
+            if "algo" in method.overrides:
+                assert config.algo == method.overrides["algo"]
+    if METHODS["pai"].available:
+        assert METHODS["pai"].config(BUDGETS[budget], "A", 0).sparsity == 0.5
+
+
 def test_paper_budget_starts_the_late_polynomial_at_200():
     (run,) = reproduce_runs("x", BUDGETS["paper"], ["A"], ["polynomial-200"], [0])
     assert run.config.i_start == 200 and run.config.iterations == 1000 and run.config.prune_mode == "regrow"
@@ -227,7 +239,7 @@ def test_figures_plot_the_metrics(tmp_path, monkeypatch):
 
     def lines(fig, panel):
         ax = fig.axes[panel]
-        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() and ax.get_legend() is not None
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() and fig.legends
         return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
 
     training = lines(drawn[report.FIG2], 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 SETUP_TITLES = {"A": "setup A (no primary users)", "B": "setup B (channels busy w.p. 0.2)"}
-REWARD_LABEL = "episode reward Σ_t r_t (bit/s/Hz)"
+REWARD_LABEL = r"episode reward $\Sigma_t\, r_t$ (bit/s/Hz)"
 
 
 def new_figure(panels: int, title: str, panel_width: float = 5.5, height: float = 4.2):
@@ -28,6 +28,7 @@ def curves_figure(curves: dict, title: str, ylabel: str, levels: dict | None = N
     ``names`` fixes each method's colour (its index), the same in every figure; ``steps`` draws each
     value held until the next one."""
     from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
 
     palette = colormaps["tab10"]
     fig, axes = new_figure(len(curves), title)
@@ -43,9 +44,15 @@ def curves_figure(curves: dict, title: str, ylabel: str, levels: dict | None = N
         ax.set_title(SETUP_TITLES.get(setup, f"setup {setup}"))
         ax.set_xlabel("training iteration")
         ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize="small")
+    # one legend beside the panels: they share their methods, and it hides no curve
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right center", fontsize="small")
     return fig
 
 

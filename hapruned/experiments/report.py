@@ -220,6 +220,8 @@ def _pruning(paths) -> str:
                 return "—"
             if config["method"] == "dense":
                 return "dense"
+            if config.get("algo") == "pai":
+                return f"{config['sparsity']:.0%} fixed random masks"
             return f"{config['sparsity']:.0%} {config['prune_mode']}"
     return ""
 
