@@ -44,8 +44,8 @@ BUDGETS = {
                    description="the fast preset: 200 iterations of 16 episodes, eval every 10 over 100 episodes"),
     # proves the pipeline end to end in a minute or two on 2 cores; it does not learn. It changes only
     # fields that every algorithm reads (an algorithm refuses settings of fields it does not use).
-    "smoke": Budget("fast", {"iterations": 6, "envs_per_iteration": 4, "eval_every": 2, "eval_episodes": 8},
-                    seeds=(0, 1), description="a pipeline check: 6 iterations of 4 episodes, eval every 2 over 8 episodes"),
+    "smoke": Budget("fast", {"iterations": 4, "envs_per_iteration": 4, "eval_every": 2, "eval_episodes": 8},
+                    seeds=(0, 1), description="a pipeline check: 4 iterations of 4 episodes, eval every 2 over 8 episodes"),
 }
 
 
