@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from hapruned.algos import config as config_module
-from hapruned.algos.config import SETUPS, TrainConfig
+from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, _check_same_config, config_dict, eval_seed
 
 RUNS_DIR = "runs"
@@ -170,12 +170,6 @@ def parse_names(text: str, allowed, what: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"unknown {what} {', '.join(unknown) or repr(text)}; choose from {', '.join(allowed)}")
     return names
-
-
-def check_setups(setups) -> None:
-    unknown = [s for s in setups if s not in SETUPS]
-    if unknown:
-        raise ValueError(f"unknown setup(s) {unknown}; choose from {', '.join(SETUPS)}")
 
 
 def write_manifest(out_dir, manifest: dict) -> None:

@@ -42,7 +42,7 @@ def read_json(path: Path):
 
 def seed_results(paths: dict) -> dict:
     """The runs of one table row or grid point (``paths``: seed -> run directory): the finished ones'
-    summaries and metrics records, and the failed and unfinished ones."""
+    seeds and summaries, the failed ones with the last line of their error, and the unfinished ones."""
     status = {seed: run_status(path) for seed, path in paths.items()}
     done = [seed for seed in paths if status[seed] == "done"]
     return {
@@ -109,9 +109,10 @@ def reproduce_report(out_dir, manifest: dict) -> dict:
             })
             if method.scheme is None and results["seeds"]:
                 done = [paths[seed] for seed in results["seeds"]]
-                fig2[setup][name] = seed_curve(done, eval_reward)
-                sparsity = seed_curve(done, event_sparsity)
-                if sparsity is not None and max(sparsity["mean"]) > 0:
+                rewards, sparsity = seed_curve(done, eval_reward), seed_curve(done, event_sparsity)
+                if rewards is not None:
+                    fig2[setup][name] = rewards
+                if sparsity is not None and max(sparsity["mean"]) > 0:  # Fig. 1 shows the pruning schedules
                     fig1[setup][name] = sparsity
     levels = {setup: {row["method"]: row["mean"] for row in rows
                       if row["setup"] == setup and row["method"] in BASELINE_LEVELS and row["n"]}
