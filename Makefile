@@ -10,8 +10,11 @@ setup:
 	$(PYTHON) -m pip install "setuptools>=64" wheel ninja
 	$(PYTHON) -m pip install --no-build-isolation -e ".[test]"
 
+# the smoke grid of `hapruned reproduce` (every Table I method for a few iterations; prints the table),
+# started afresh so that it always matches the current code
 run: setup
-	$(PYTHON) -m hapruned baselines
+	rm -rf runs/smoke
+	$(PYTHON) -m hapruned reproduce --budget smoke --out runs/smoke
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -11,6 +11,9 @@ COMMANDS = {
     "train": "hapruned.algos.command",
     "export": "hapruned.deploy.export_command",
     "deploy-bench": "hapruned.deploy.bench_command",
+    "reproduce": "hapruned.experiments.reproduce_command",
+    "sweep": "hapruned.experiments.sweep_command",
+    "report": "hapruned.experiments.report_command",
 }
 
 

@@ -1,0 +1,96 @@
+"""What ``hapruned reproduce`` and ``hapruned sweep`` share: the budget, seed and executor flags, and
+running a grid of runs into ``--out`` and writing its report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hapruned.algos.config import parse_seeds
+from hapruned.experiments.grid import BUDGETS, write_manifest
+
+EXECUTORS = ("local", "ray")
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory: run directories under DIR/runs, the report beside them; "
+                        "running the same command again skips finished runs and resumes interrupted ones")
+    parser.add_argument("--budget", default="fast", choices=list(BUDGETS),
+                        help="; ".join(f"{name}: {b.description}, seeds {b.seeds[0]}-{b.seeds[-1]}"
+                                       for name, b in BUDGETS.items()) + " (default: fast)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="SEEDS",
+                        help="seeds, one run each, e.g. 0-4 or 0,3,7 (default: the budget's)")
+    run = parser.add_argument_group("execution")
+    run.add_argument("--executor", default="local", choices=EXECUTORS,
+                     help="local: a process pool on this machine; ray: Ray tasks, `pip install \"hapruned[ray]\"` (default: local)")
+    run.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="runs at a time (default: local, the number of cores; ray, as many as the cluster's CPUs take)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch and numba threads per run (default: local, cores // jobs; ray, 1); "
+                     "each Ray task asks for that many CPUs")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="with --executor ray: join the Ray cluster at ADDR (e.g. 10.0.0.1:6379) instead of "
+                     "starting a local Ray instance; DIR must be on storage every node mounts at the same path")
+
+
+def seeds_from_args(args, parser) -> tuple[int, ...]:
+    seeds = args.seeds if args.seeds is not None else BUDGETS[args.budget].seeds
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds must be distinct integers >= 0, got {seeds}")
+    return seeds
+
+
+def executor_from_args(args, parser):
+    """The executor the flags ask for; parser.error (exit 2) on bad values or a missing ``ray``."""
+    from hapruned.experiments.executors import LocalExecutor, RayExecutor, cpu_count
+
+    for flag in ("jobs", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be an integer >= 1, got {getattr(args, flag)}")
+    if args.ray_address and args.executor != "ray":
+        parser.error("--ray-address needs --executor ray")
+    if args.executor == "ray":
+        try:
+            return RayExecutor(args.ray_address, args.jobs, args.threads or 1)
+        except ImportError as err:
+            parser.error(f"--executor ray: {err}")
+    cores = cpu_count()
+    jobs = args.jobs or cores
+    threads = args.threads or max(1, cores // jobs)
+    if jobs * threads > cores:
+        parser.error(f"--jobs {jobs} x --threads {threads} exceeds the {cores} cores of this machine")
+    return LocalExecutor(jobs, threads)
+
+
+def run_grid(runs, manifest: dict, args, parser) -> int:
+    """Check every run directory against its config (before any run starts), record ``manifest``,
+    run what is not finished, write the report and print its table. Returns the exit status: 0, 1 when
+    a run failed, 130 on Ctrl-C."""
+    from hapruned.algos.trainer import RunDirError
+    from hapruned.experiments.executors import run_all
+    from hapruned.experiments.report import write_report
+
+    executor = executor_from_args(args, parser)
+    try:
+        for run in runs:
+            run.check_config()
+    except RunDirError as err:
+        parser.error(f"--out {args.out}: {err}; use another --out for another budget or grid")
+    write_manifest(args.out, manifest)
+    status = [run.status() for run in runs]
+    todo = [run for run, s in zip(runs, status) if s != "done"]
+    resumed = sum(s in ("started", "failed") for s in status)
+    print(f"{len(runs)} runs: {len(runs) - len(todo)} finished, {resumed} to resume or retry, "
+          f"{len(todo) - resumed} to start; {executor.describe()}", flush=True)
+    try:
+        outcomes = run_all(todo, executor) if todo else []
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are kept in {args.out}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    report = write_report(args.out)
+    print(Path(report["files"][0]).read_text())  # the table
+    print("wrote " + ", ".join(report["files"]))
+    return 1 if any(o["status"] != "done" for o in outcomes) else 0
