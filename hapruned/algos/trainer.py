@@ -103,7 +103,7 @@ def train(
     start = 0
     checkpoint = out / CHECKPOINT_FILE
     if resuming:
-        _check_same_config(_read_config_file(out), resolved, out)
+        check_same_config(_read_config_file(out), resolved, out)
         _remove_interrupted_writes(out)
         if checkpoint.exists():
             saved = _load_checkpoint(checkpoint, resolved, config.iterations)
@@ -120,8 +120,8 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(f"cannot create the run directory {str(out)!r}: {err.strerror or err}") from None
-        _write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
-        _write_atomic(out / METRICS_FILE, "")
+        write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
+        write_atomic(out / METRICS_FILE, "")
 
     seeds = config.seed_list
     held_out = eval_seed(seeds[0])
@@ -183,7 +183,7 @@ def train(
         "wall_time_s": trainer_state["wall_time_s"],
         "out_dir": str(out),
     }
-    _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=_to_json) + "\n")
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=_to_json) + "\n")
     return summary
 
 
@@ -332,7 +332,7 @@ def _interrupt_note(out: Path, where):
         ) from None
 
 
-def _check_same_config(saved: dict, current: dict, out: Path) -> None:
+def check_same_config(saved: dict, current: dict, out: Path) -> None:
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: run has {saved.get(key)!r}, given {current.get(key)!r}" for key in differing)
@@ -349,7 +349,7 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     if [record.get("iteration") for record in kept] != list(range(1, iteration + 1)):
         raise RunDirError(f"{str(path)!r} lacks records of iterations before the checkpoint's ({iteration}); "
                           f"it is damaged: start a new --out")
-    _write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
+    write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _last_record(path: Path) -> dict | None:
@@ -361,7 +361,7 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     _replace_atomically(path, lambda f: torch.save(payload, f), binary=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     _replace_atomically(path, lambda f: f.write(text), binary=False)
 
 

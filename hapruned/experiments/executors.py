@@ -59,11 +59,11 @@ def _train(run: Run) -> dict:
 def evaluate_scheme(run: Run) -> dict:
     """Play the scheme on the run's held-out episodes: the ``eval_episodes`` episodes whose streams are
     ``seed_states(eval_seed(seed), eval_episodes)``, as the trainer's evaluation of that seed plays."""
-    from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, _write_atomic, eval_seed
+    from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, write_atomic, eval_seed
     from hapruned.baselines import SCHEMES, evaluate
 
     run.path.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run.path / CONFIG_FILE, json.dumps(run.identity(), indent=2) + "\n")
+    write_atomic(run.path / CONFIG_FILE, json.dumps(run.identity(), indent=2) + "\n")
     start = time.perf_counter()
     episodes = run.config.eval_episodes
     rewards = evaluate(SCHEMES[run.scheme](), run.config.env_config, episodes, seed=eval_seed(run.seed), num_envs=episodes)
@@ -77,7 +77,7 @@ def evaluate_scheme(run: Run) -> dict:
         "wall_time_s": time.perf_counter() - start,
         "out_dir": str(run.path),
     }
-    _write_atomic(run.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_atomic(run.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

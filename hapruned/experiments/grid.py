@@ -17,7 +17,7 @@ from typing import Optional
 
 from hapruned.algos import config as config_module
 from hapruned.algos.config import TrainConfig
-from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, _check_same_config, config_dict, eval_seed
+from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, check_same_config, config_dict, eval_seed
 
 RUNS_DIR = "runs"
 MANIFEST_FILE = "experiment.json"
@@ -131,7 +131,7 @@ class Run:
     def check_config(self) -> None:
         """RunDirError if the directory was started with another configuration (e.g. another budget)."""
         if (self.path / CONFIG_FILE).exists():
-            _check_same_config(json.loads((self.path / CONFIG_FILE).read_text()), self.identity(), self.path)
+            check_same_config(json.loads((self.path / CONFIG_FILE).read_text()), self.identity(), self.path)
 
 
 def run_status(path: Path) -> str:
