@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: setup run test bench
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install "setuptools>=64" wheel ninja
+	$(PYTHON) -m pip install "setuptools>=77" wheel ninja
 	$(PYTHON) -m pip install --no-build-isolation -e ".[test]"
 
 # the smoke grid of `hapruned reproduce` (every Table I method for a few iterations; prints the table),

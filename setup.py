@@ -32,7 +32,8 @@ cuda = build_cuda()
 sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 # -fno-trapping-math -fno-math-errno (as torch itself builds) let the gate loops vectorise;
 # -ffp-contract=fast lets the register-blocked products use FMA (off by default under -std=c++17).
-cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast", "-DPy_LIMITED_API=0x03090000"]
+# torch's build adds -DPy_LIMITED_API for its oldest supported Python (3.10): the wheel tag says the same.
+cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast"]
 if cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     extension = CUDAExtension(
@@ -50,5 +51,5 @@ else:
 setup(
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )
