@@ -156,6 +156,29 @@ def test_sweep_writes_a_table_and_a_plot_per_field(tmp_path, capsys):
     assert main(argv) == 0 and "8 runs: 8 finished" in capsys.readouterr().out
 
 
+def test_one_at_a_time_sweep_changes_one_field_from_the_base(tmp_path, capsys):
+    argv = ["sweep", "--budget", "tiny", "--out", str(tmp_path), "--seeds", "0", "--jobs", "1", "--threads", "1",
+            "--one-at-a-time", "--grid", "normalize_rewards=false", "entropy_coef=0,0.05", "--set", "gamma=0.9"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    configs = {path.parent.name: json.loads((path / "config.json").read_text())
+               for path in (tmp_path / "runs").glob("*/seed-0")}
+    assert sorted(configs) == ["base", "entropy_coef=0.0", "entropy_coef=0.05", "normalize_rewards=False"]
+    base = configs.pop("base")
+    assert base["gamma"] == 0.9 and base["normalize_rewards"] is True
+    for name, config in configs.items():
+        field, _, _ = name.partition("=")
+        assert {k for k in config if config[k] != base[k]} == {field}, name
+        assert config["gamma"] == 0.9
+    with open(tmp_path / "sweep.csv") as f:
+        rows = {r["change"]: r for r in csv.DictReader(f)}
+    for name in ("base", "entropy_coef=0.05"):
+        reward = json.loads((tmp_path / "runs" / name / "seed-0" / "summary.json").read_text())["final_eval_reward"]
+        assert float(rows[name]["mean"]) == pytest.approx(reward)
+    effect = json.loads((tmp_path / "report.json").read_text())["effects"]["entropy_coef"]
+    assert effect["values"] == ["base", 0.0, 0.05] and effect["mean"][0] == pytest.approx(float(rows["base"]["mean"]))
+
+
 def test_sweep_rejects_a_bad_grid_before_any_run(tmp_path, capsys):
     for grid_items, message in ((["i_start=0,9"], "--grid point i_start=9"), (["bogus=1"], "--grid bogus: unknown field")):
         code, err = exit_code(["sweep", "--budget", "tiny", "--out", str(tmp_path), "--grid", *grid_items], capsys)

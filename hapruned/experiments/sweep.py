@@ -1,12 +1,17 @@
 """A sensitivity study: the runs of every point of a grid over ``TrainConfig`` fields, a table of
 mean ± std per grid point and one plot per swept field.
 
-Runs live in ``DIR/runs/FIELD=V,FIELD=V/seed-S``; the outputs are ``DIR/sweep.md``, ``sweep.csv``,
-``sweep_FIELD.png`` and ``report.json``.
+Two kinds of grid: the full grid (every combination of the fields' values), or one field at a time
+(``one_at_a_time``: a base point with the budget's values, plus one point per value of each field with
+every other field at its base value, as an ablation). ``fixed`` values apply to every point.
+
+Runs live in ``DIR/runs/FIELD=V,FIELD=V/seed-S`` (``DIR/runs/base/seed-S`` for the base point); the
+outputs are ``DIR/sweep.md``, ``sweep.csv``, ``sweep_FIELD.png`` and ``report.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -33,63 +38,70 @@ def sweepable_fields() -> dict:
     return {f.name: f for f in dataclasses.fields(TrainConfig) if f.init and f.name not in NOT_SWEPT}
 
 
-def parse_grid(items) -> dict[str, list]:
+def parse_grid(items, flag: str = "--grid") -> dict[str, list]:
     """``["i_prune=1,5", "amplitude=0,0.1"]`` -> {"i_prune": [1, 5], "amplitude": [0.0, 0.1]}, each value
-    read as its field's type (``none`` for the fields whose default is None); ValueError on a bad one."""
+    read as its field's type (``none`` for the fields whose default is None); ValueError on a bad one.
+    With ``flag="--set"`` each item holds one value, commas included (e.g. ``pu_prob=0.1,0.2``)."""
     fields, hints = sweepable_fields(), typing.get_type_hints(TrainConfig)
     grid = {}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not text.strip():
-            raise ValueError(f"--grid {item!r}: write FIELD=V1,V2,... (e.g. amplitude=0,0.05,0.1)")
+            raise ValueError(f"{flag} {item!r}: write FIELD=V1,V2,... (e.g. amplitude=0,0.05,0.1)")
         if name in NOT_SWEPT:
-            raise ValueError(f"--grid {name}: cannot be swept; {NOT_SWEPT[name]}")
+            raise ValueError(f"{flag} {name}: cannot be swept; {NOT_SWEPT[name]}")
         if name not in fields:
-            raise ValueError(f"--grid {name}: unknown field; choose from {', '.join(fields)}")
+            raise ValueError(f"{flag} {name}: unknown field; choose from {', '.join(fields)}")
         if name in grid:
-            raise ValueError(f"--grid {name}: given twice; put all its values in one FIELD=V1,V2,...")
-        values = [_parse_value(fields[name], hints[name], part.strip()) for part in text.split(",")]
+            raise ValueError(f"{flag} {name}: given twice; put all its values in one FIELD=V1,V2,...")
+        parts = [text] if flag == "--set" else text.split(",")
+        values = [_parse_value(fields[name], hints[name], part.strip(), flag) for part in parts]
         if len(set(map(repr, values))) != len(values):
-            raise ValueError(f"--grid {name}: a value is repeated in {text!r}")
+            raise ValueError(f"{flag} {name}: a value is repeated in {text!r}")
         grid[name] = values
     if not grid:
-        raise ValueError("--grid: give at least one FIELD=V1,V2,...")
+        raise ValueError(f"{flag}: give at least one FIELD=V1,V2,...")
     return grid
 
 
-def _parse_value(field: dataclasses.Field, hint, text: str):
+def _parse_value(field: dataclasses.Field, hint, text: str, flag: str):
     if text.lower() == "none" and field.default is None:
         return None
     if hint is bool:
         truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if text.lower() not in truth:
-            raise ValueError(f"--grid {field.name}: {text!r} is not a boolean (true or false)")
+            raise ValueError(f"{flag} {field.name}: {text!r} is not a boolean (true or false)")
         return truth[text.lower()]
     parse = field.metadata.get("parse") or (hint if hint in (int, float, str) else str)
     try:
         return parse(text)
-    except ValueError:
-        raise ValueError(f"--grid {field.name}: cannot read {text!r} as {getattr(parse, '__name__', 'its type')}") from None
+    except (ValueError, argparse.ArgumentTypeError):
+        raise ValueError(f"{flag} {field.name}: cannot read {text!r} as {getattr(parse, '__name__', 'its type')}") from None
 
 
-def grid_points(grid: dict) -> list[dict]:
+def grid_points(grid: dict, one_at_a_time: bool = False) -> list[dict]:
+    """The points of ``grid``: every combination, or the base point ``{}`` and one field changed at a time."""
+    if one_at_a_time:
+        return [{}] + [{name: value} for name, values in grid.items() for value in values]
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def point_name(point: dict) -> str:
-    """{"i_prune": 5, "period": None} -> ``"i_prune=5,period=none"``, the point's directory name."""
-    return ",".join(f"{name}={'none' if value is None else value}" for name, value in point.items())
+    """{"i_prune": 5, "period": None} -> ``"i_prune=5,period=none"``, the point's directory name
+    (``"base"`` for the base point of a one-at-a-time sweep)."""
+    return ",".join(f"{name}={'none' if value is None else value}" for name, value in point.items()) or "base"
 
 
-def sweep_runs(out_dir, budget: Budget, grid: dict, seeds) -> list[Run]:
+def sweep_runs(out_dir, budget: Budget, grid: dict, seeds, fixed: dict | None = None,
+               one_at_a_time: bool = False) -> list[Run]:
     """Every (point, seed) run; ValueError naming the point when a combination is not a valid config."""
     out = Path(out_dir).resolve()
     runs = []
     for seed in seeds:
-        for point in grid_points(grid):
+        for point in grid_points(grid, one_at_a_time):
             try:
-                config = budget.config(**point, seed=seed)
+                config = budget.config(**(fixed or {}), **point, seed=seed)
             except ValueError as err:
                 raise ValueError(f"--grid point {point_name(point)}: {err}") from None
             key = run_key(point_name(point), seed)
@@ -99,16 +111,29 @@ def sweep_runs(out_dir, budget: Budget, grid: dict, seeds) -> list[Run]:
 
 def sweep_report(out_dir, manifest: dict) -> dict:
     out, grid, seeds = Path(out_dir), manifest["grid"], manifest["seeds"]
+    one_at_a_time = manifest.get("one_at_a_time", False)
     rows, failed, unfinished, rewards = [], [], [], {}
-    for point in grid_points(grid):
+    for point in grid_points(grid, one_at_a_time):
         name = point_name(point)
         results = seed_results({seed: out / RUNS_DIR / run_key(name, seed) for seed in seeds})
         failed += results["failed"]
         unfinished += results["unfinished"]
         rewards[name] = {seed: s["final_eval_reward"] for seed, s in zip(results["seeds"], results["summaries"])}
-        rows.append({**point, "seeds_total": len(seeds), **reward_stats(results)})
-    return {**manifest, "rows": rows, "effects": {field: main_effect(grid, field, rewards) for field in grid},
-            "failed": failed, "unfinished": unfinished}
+        columns = {"change": name} if one_at_a_time else point
+        rows.append({**columns, "seeds_total": len(seeds), **reward_stats(results)})
+    effects = {field: (single_effect if one_at_a_time else main_effect)(grid, field, rewards) for field in grid}
+    return {**manifest, "rows": rows, "effects": effects, "failed": failed, "unfinished": unfinished}
+
+
+def single_effect(grid: dict, field: str, rewards: dict) -> dict:
+    """One-at-a-time: the base point, then each value of ``field`` alone; mean and sample std over seeds."""
+    effect = {"values": ["base", *grid[field]], "mean": [], "std": [], "n": []}
+    for name in ["base", *(point_name({field: value}) for value in grid[field])]:
+        per_seed = list(rewards[name].values())
+        effect["mean"].append(float(np.mean(per_seed)) if per_seed else float("nan"))
+        effect["std"].append(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0)
+        effect["n"].append(len(per_seed))
+    return effect
 
 
 def main_effect(grid: dict, field: str, rewards: dict) -> dict:
@@ -129,12 +154,14 @@ def write_sweep_report(out_dir, manifest: dict) -> dict:
     out = Path(out_dir)
     report = sweep_report(out, manifest)
     fields = list(manifest["grid"])
+    one_at_a_time = manifest.get("one_at_a_time", False)
     (out / SWEEP_MD).write_text(sweep_markdown(report))
-    write_csv(out / SWEEP_CSV, report["rows"], [*fields, *STAT_COLUMNS])
+    write_csv(out / SWEEP_CSV, report["rows"], [*(["change"] if one_at_a_time else fields), *STAT_COLUMNS])
     files = [out / SWEEP_MD, out / SWEEP_CSV]
     for field, effect in report["effects"].items():
         others = [f for f in fields if f != field]
-        title = f"Final evaluation reward against {field}" + (f"\n(averaged over {', '.join(others)})" if others else "")
+        averaged = f"\n(averaged over {', '.join(others)})" if others and not one_at_a_time else ""
+        title = f"Final evaluation reward against {field}" + averaged
         figure = figures.errorbar_figure(field, [_text(v) for v in effect["values"]], effect["mean"], effect["std"], title)
         files.append(figures.save(figure, out / f"sweep_{field}.png"))
     report["files"] = [str(path) for path in [*files, out / REPORT_JSON]]
@@ -143,12 +170,15 @@ def write_sweep_report(out_dir, manifest: dict) -> dict:
 
 
 def sweep_markdown(report: dict) -> str:
-    fields = list(report["grid"])
+    fields = ["change"] if report.get("one_at_a_time") else list(report["grid"])
     header = (*fields, "seeds", *STAT_HEADER)
     cells = [(*(_text(row[f]) for f in fields), f"{row['n']}/{row['seeds_total']}", *stat_cells(row))
              for row in report["rows"]]
-    lines = [f"# Sweep: final evaluation reward, budget `{report['budget']}`, seeds {seed_text(report['seeds'])}", "",
-             markdown_table(header, cells), *notes(report)]
+    fixed = report.get("fixed") or {}
+    settings = f"; every point with {point_name(fixed)}" if fixed else ""
+    kind = ", one field at a time from the base" if report.get("one_at_a_time") else ""
+    lines = [f"# Sweep: final evaluation reward, budget `{report['budget']}`{settings}{kind}, "
+             f"seeds {seed_text(report['seeds'])}", "", markdown_table(header, cells), *notes(report)]
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--grid", nargs="+", action="extend", required=True, metavar="FIELD=V1,V2",
                         help="a TrainConfig field (as in `hapruned train --help`, with _ or -) and its values; "
                         "several fields make a full grid; setup=A,B sweeps both setups; none for a default of None")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=V",
+                        help="a field's value for every point (e.g. eval_every=100), as --grid with one value")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="an ablation: a base point (the budget's values), then each --grid value alone, every "
+                        "other field at its base value, instead of every combination")
     parser.set_defaults(func=functools.partial(run_sweep, parser=parser))
     return parser
 
@@ -32,8 +37,12 @@ def run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     seeds = seeds_from_args(args, parser)
     try:
         grid = parse_grid(args.grid)
-        runs = sweep_runs(args.out, BUDGETS[args.budget], grid, seeds)
+        fixed = {name: values[0] for name, values in parse_grid(args.set, "--set").items()} if args.set else {}
+        if fixed.keys() & grid.keys():
+            raise ValueError(f"--set {', '.join(sorted(fixed.keys() & grid.keys()))}: also in --grid")
+        runs = sweep_runs(args.out, BUDGETS[args.budget], grid, seeds, fixed, args.one_at_a_time)
     except ValueError as err:
         parser.error(str(err))
-    manifest = {"command": "sweep", "budget": args.budget, "grid": grid, "seeds": list(seeds)}
+    manifest = {"command": "sweep", "budget": args.budget, "grid": grid, "seeds": list(seeds), "fixed": fixed,
+                "one_at_a_time": args.one_at_a_time}
     return run_grid(runs, manifest, args, parser)
