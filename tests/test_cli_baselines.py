@@ -65,7 +65,7 @@ def test_table_lists_every_scheme(capsys):
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--seed", "-1"], "--seed must be in [0, "),
         (["--schemes", "aloha,foo"], "choose a comma-separated subset of aloha,oca,sticky,oracle"),
-        (["--aloha-p", "0"], "aloha p must be in (0, 1]"),
+        (["--aloha-p", "0"], "--aloha-p must be a finite number in (0, 1]"),
         (["--n-channels", "17"], "at most 16 channels"),
         (["--episodes", "many"], "invalid int value"),
     ],

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 
 from hapruned.env import DSAConfig
 from hapruned.env.config import PuProb
 from hapruned.env.rng import MAX_SEED
+from hapruned.validation import check_choice, check_integer, check_number, is_integer, is_number
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
 METHODS = ("dense", "harmonic", "linear", "polynomial", "cosine", "constant")
@@ -55,14 +53,6 @@ def parse_floats(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.9,0.95, got {text!r}") from None
-
-
-def _is_int(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
-def _is_real(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
 
 
 # The environment's own flags, described once in DSAConfig.
@@ -150,64 +140,46 @@ class TrainConfig:
         def fail(name, allowed, value):
             raise ValueError(f"TrainConfig.{name} must be {allowed}, got {value!r}")
 
-        for name, hint in typing.get_type_hints(TrainConfig).items():
-            if hint is float:
-                if not _is_real(getattr(self, name)):
-                    fail(name, "a finite number", getattr(self, name))
-                object.__setattr__(self, name, float(getattr(self, name)))
+        def check(name, checker, *bounds, **options):
+            object.__setattr__(self, name, checker(getattr(self, name), f"TrainConfig.{name}", *bounds, **options))
+
         for name, allowed in (("algo", ALGOS), ("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES),
                               ("critic_input", CRITIC_INPUTS)):
-            if getattr(self, name) not in allowed:
-                fail(name, "one of " + ", ".join(allowed), getattr(self, name))
-        positive_ints = ("n_users", "n_channels", "horizon", "i_prune", "iterations", "envs_per_iteration",
-                         "hidden_size", "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes",
-                         "replay_capacity", "replay_batch", "updates_per_iteration", "target_update")
-        for name in positive_ints:
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                fail(name, "an integer >= 1", getattr(self, name))
-        if self.period is not None and (not _is_int(self.period) or self.period < 1):
-            fail("period", "None or an integer >= 1", self.period)
-        if not _is_int(self.i_start) or self.i_start < 0:
-            fail("i_start", "an integer >= 0", self.i_start)
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            fail("seed", f"an integer in [0, {MAX_SEED}]", self.seed)
-        if self.i_end is not None and (not _is_int(self.i_end) or not self.i_start < self.i_end <= self.iterations):
-            fail("i_end", f"None or an integer in (i_start={self.i_start}, iterations={self.iterations}]", self.i_end)
+            check(name, check_choice, allowed)
+        for name in ("n_users", "n_channels", "horizon", "i_prune", "iterations", "envs_per_iteration", "hidden_size",
+                     "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes", "replay_capacity",
+                     "replay_batch", "updates_per_iteration", "target_update"):
+            check(name, check_integer, 1)
+        check("i_start", check_integer, 0)
+        check("seed", check_integer, 0, MAX_SEED)
+        if self.period is not None:
+            check("period", check_integer, 1)
+        if self.i_end is not None:
+            check("i_end", check_integer, self.i_start + 1, self.iterations)
         if self.i_end is None and self.method != "dense" and self.i_start >= self.iterations:
             fail("i_start", f"smaller than iterations={self.iterations} when pruning", self.i_start)
         if self.envs_per_iteration % self.minibatches:
             fail("minibatches", f"a divisor of envs_per_iteration={self.envs_per_iteration}", self.minibatches)
-        if not 0.0 <= self.sparsity < 1.0:
-            fail("sparsity", "a float in [0, 1)", self.sparsity)
+        for name in ("sparsity", "p0"):
+            check(name, check_number, 0, 1, high_open=True)
+        for name in ("amplitude", "gamma", "gae_lambda", "target_tau", "epsilon_start", "epsilon_end", "eval_epsilon"):
+            check(name, check_number, 0, 1)
+        for name in ("actor_lr", "critic_lr", "clip"):
+            check(name, check_number, 0, low_open=True)
+        for name in ("entropy_coef", "max_grad_norm"):
+            check(name, check_number, 0)
+        check("epsilon_decay", check_number, 0, 1, low_open=True)
         if self.agent_sparsity is not None:
             values = tuple(self.agent_sparsity) if isinstance(self.agent_sparsity, (tuple, list)) else ()
-            if len(values) != self.n_users or not all(_is_real(p) and 0.0 <= p < 1.0 for p in values):
-                fail("agent_sparsity", f"None or n_users={self.n_users} floats in [0, 1)", self.agent_sparsity)
+            if len(values) != self.n_users or not all(is_number(p) and 0.0 <= p < 1.0 for p in values):
+                fail("agent_sparsity", f"None or n_users={self.n_users} numbers in [0, 1)", self.agent_sparsity)
             object.__setattr__(self, "agent_sparsity", tuple(float(p) for p in values))
-        if not 0.0 <= self.p0 < 1.0:
-            fail("p0", "a float in [0, 1)", self.p0)
-        if not 0.0 <= self.amplitude <= 1.0:
-            fail("amplitude", "a float in [0, 1]", self.amplitude)
         if self.seeds is not None:
-            seeds = tuple(self.seeds)
-            if (not seeds or len(seeds) > MAX_SEEDS or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds)
+            seeds = tuple(self.seeds) if isinstance(self.seeds, (tuple, list)) else ()
+            if (not seeds or len(seeds) > MAX_SEEDS or not all(is_integer(s) and 0 <= s <= MAX_SEED for s in seeds)
                     or len(set(seeds)) != len(seeds)):
                 fail("seeds", f"None or at most {MAX_SEEDS} distinct integers in [0, {MAX_SEED}]", self.seeds)
             object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
-        for name in ("actor_lr", "critic_lr", "clip"):
-            if not getattr(self, name) > 0:
-                fail(name, "a number > 0", getattr(self, name))
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                fail(name, "a number in [0, 1]", getattr(self, name))
-        for name in ("entropy_coef", "max_grad_norm"):
-            if not getattr(self, name) >= 0:
-                fail(name, "a number >= 0", getattr(self, name))
-        for name in ("target_tau", "epsilon_start", "epsilon_end", "eval_epsilon"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                fail(name, "a number in [0, 1]", getattr(self, name))
-        if not 0.0 < self.epsilon_decay <= 1.0:
-            fail("epsilon_decay", "a number in (0, 1]", self.epsilon_decay)
         # the fields this algorithm does not use keep their defaults, so no setting is silently ignored
         for name in UNUSED_FIELDS[self.algo]:
             if getattr(self, name) != _DEFAULTS[name]:
@@ -219,7 +191,7 @@ class TrainConfig:
         for name, value in REQUIRED_VALUES.get(self.algo, {}).items():
             if getattr(self, name) != value:
                 fail(name, f"{value!r} with algo {self.algo!r} ({ALGO_NOTES[self.algo]})", getattr(self, name))
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+        if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
             fail("device", "cpu, cuda or cuda:N", self.device)
         env = self.env_config  # DSAConfig checks the environment's fields (its messages name them)
         if self.pu_prob is not None:

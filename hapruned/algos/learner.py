@@ -15,6 +15,7 @@ import torch
 from hapruned.algos.config import TrainConfig
 from hapruned.env import BatchedDSAEnv, encode_observations, observation_size
 from hapruned.env.rng import seed_states
+from hapruned.validation import check_integer
 
 
 def mix_seeds(seeds, stream: int) -> int:
@@ -152,8 +153,7 @@ class Learner:
         ``eval_greedy``), so the training random state is untouched.
         """
         greedy = self.config.eval_greedy if greedy is None else greedy
-        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-            raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+        episodes = check_integer(episodes, "episodes", 1)
         env = BatchedDSAEnv(self.env_config, self.S * episodes, copy=False)
         env.rng_states = np.tile(seed_states(seed, episodes), self.S)
         generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -36,6 +36,7 @@ from hapruned.algos.config import TrainConfig
 from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
 from hapruned.resources import check_memory
+from hapruned.validation import check_integer
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -87,8 +88,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    checkpoint_every = check_integer(checkpoint_every, "checkpoint_every", 1)
     # everything that can be refused is refused before the run directory is touched
     check_device(config.device)
     check_memory(training_memory(config))

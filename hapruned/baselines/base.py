@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hapruned.env import BatchedDSAEnv, DSAConfig
+from hapruned.validation import check_integer, check_number
 
 
 class Policy:
@@ -30,12 +31,7 @@ class Policy:
 
 def check_probability(name: str, value, low_open: bool = False) -> float:
     """Return ``value`` as a float, or raise if it is not a probability (in (0, 1] with ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
-    value = float(value)
-    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
-    return value
+    return check_number(value, name, 0, 1, low_open=low_open)
 
 
 def evaluate(
@@ -55,9 +51,7 @@ def evaluate(
     full and truncated, so that this holds whatever ``episodes`` is. ``progress`` is called with the
     number of episodes finished after each batch (e.g. a tqdm bar's ``update``).
     """
-    for name, value in (("episodes", episodes), ("num_envs", num_envs)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    episodes, num_envs = check_integer(episodes, "episodes", 1), check_integer(num_envs, "num_envs", 1)
     batch = min(int(num_envs), int(episodes))
     env = BatchedDSAEnv(config, batch, seed=seed, copy=False)
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ import sys
 import time
 
 from hapruned.baselines import SCHEMES, SlottedAloha, evaluate
+from hapruned.baselines.base import check_probability
 from hapruned.baselines.oracle import check_oracle_channels
 from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
 from hapruned.env import DSAConfig
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise ValueError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
         policies = {name: SCHEMES[name]() for name in args.schemes}
         if "aloha" in policies:
-            policies["aloha"] = SlottedAloha(args.aloha_p)
+            aloha_p = None if args.aloha_p is None else check_probability("--aloha-p", args.aloha_p, low_open=True)
+            policies["aloha"] = SlottedAloha(aloha_p)
         if "oracle" in policies:
             check_oracle_channels(config.n_channels)  # fail before any other scheme runs
         check_memory(baselines_memory(config, args.episodes, args.num_envs, "oracle" in policies))

@@ -9,6 +9,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from hapruned.validation import check_integer, check_number, is_number
+
 PuProb = Union[float, Sequence[float]]
 
 
@@ -47,21 +49,13 @@ class DSAConfig:
 
     def __post_init__(self):
         for name in ("n_users", "n_channels", "horizon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"DSAConfig.{name} must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name in ("snr_low", "snr_high"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"DSAConfig.{name} must be a real number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if not (np.isfinite(self.snr_low) and self.snr_low > 0):
-            raise ValueError(f"DSAConfig.snr_low must be a finite number > 0, got {self.snr_low!r}")
-        if not (np.isfinite(self.snr_high) and self.snr_high >= self.snr_low):
+            object.__setattr__(self, name, check_integer(getattr(self, name), f"DSAConfig.{name}", 1))
+        object.__setattr__(self, "snr_low", check_number(self.snr_low, "DSAConfig.snr_low", 0, low_open=True))
+        if not (is_number(self.snr_high) and self.snr_high >= self.snr_low):
             raise ValueError(
                 f"DSAConfig.snr_high must be finite and >= snr_low={self.snr_low}, got {self.snr_high!r}"
             )
+        object.__setattr__(self, "snr_high", float(self.snr_high))
         try:
             probs = np.asarray(self.pu_prob, dtype=np.float64)
         except (TypeError, ValueError):

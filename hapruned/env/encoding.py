@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from hapruned.validation import check_integer
+
 # feedback code -> slot in its one-hot block, indexed by code + 2 for codes -2, -1, 0, 1
 FEEDBACK_SLOT = np.array([3, 2, 0, 1], dtype=np.int64)
 FEEDBACK_CODES = (0, 1, -1, -2)  # in slot order
@@ -17,8 +19,7 @@ def encode_observations(obs: np.ndarray, n_channels: int, out: np.ndarray | None
 
     ``out`` may be a preallocated float32 array of the result's shape, which is overwritten.
     """
-    if isinstance(n_channels, bool) or not isinstance(n_channels, (int, np.integer)) or n_channels < 1:
-        raise ValueError(f"n_channels must be an integer >= 1, got {n_channels!r}")
+    n_channels = check_integer(n_channels, "n_channels", 1)
     obs = np.asarray(obs)
     if obs.shape[-1:] != (2,) or not np.issubdtype(obs.dtype, np.integer):
         raise ValueError(

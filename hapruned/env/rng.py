@@ -7,6 +7,8 @@ spread over threads: the same seed gives the same trajectories with any thread c
 import numba
 import numpy as np
 
+from hapruned.validation import check_integer
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -32,9 +34,7 @@ def next_uniform(states, i):
 
 def seed_states(seed: int, count: int) -> np.ndarray:
     """Independent starting states for ``count`` streams derived from one integer seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
-        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
-    base = np.uint64(seed)
+    base = np.uint64(check_integer(seed, "seed", 0, 2**64 - 1))
     with np.errstate(over="ignore"):
         index = np.arange(count, dtype=np.uint64)
         return _mix_array(_mix_array(base + _GOLDEN) ^ (index * _MIX2 + _GOLDEN))

@@ -30,6 +30,7 @@ from torch import nn
 
 from hapruned import ops
 from hapruned.pruning.schedules import SparsitySchedule
+from hapruned.validation import check_choice, check_integer
 
 MODES = ("regrow", "masked")
 
@@ -60,14 +61,9 @@ class Pruner:
     ):
         if not isinstance(schedule, SparsitySchedule):
             raise TypeError(f"schedule must be a SparsitySchedule (see make_schedule), got {type(schedule).__name__}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        for argument, value, minimum in (("i_prune", i_prune, 1), ("total_iterations", total_iterations, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-        i_start = schedule.i_start if i_start is None else i_start
-        if isinstance(i_start, bool) or not isinstance(i_start, int) or i_start < 0:
-            raise ValueError(f"i_start must be an integer >= 0, got {i_start!r}")
+        check_choice(mode, "mode", MODES)
+        i_prune, total_iterations = check_integer(i_prune, "i_prune", 1), check_integer(total_iterations, "total_iterations", 1)
+        i_start = check_integer(schedule.i_start if i_start is None else i_start, "i_start", 0)
         self.schedule, self.mode, self.i_prune, self.i_start = schedule, mode, i_prune, i_start
         self.total_iterations, self.optimizer, self.per_matrix = total_iterations, optimizer, per_matrix
         self.names = list(parameter_names)

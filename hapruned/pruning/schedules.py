@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from hapruned.validation import check_integer, check_number
+
 SCHEDULES = ("linear", "polynomial", "harmonic", "cosine", "constant", "dense")
 
 
@@ -42,12 +44,6 @@ def _per_group(value, groups: int, argument: str) -> torch.Tensor:
     return p
 
 
-def _check_int(value, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class SparsitySchedule:
     """Base class: per-group sparsity as a function of the iteration, stepped like an LR scheduler.
 
@@ -58,9 +54,9 @@ class SparsitySchedule:
     name = ""
 
     def __init__(self, p_final, *, groups: int, i_end: int, i_start: int = 0, p0=0.0):
-        self.groups = _check_int(groups, "groups", 1)
-        self.i_start = _check_int(i_start, "i_start", 0)
-        self.i_end = _check_int(i_end, "i_end", 1)
+        self.groups = check_integer(groups, "groups", 1)
+        self.i_start = check_integer(i_start, "i_start", 0)
+        self.i_end = check_integer(i_end, "i_end", 1)
         if self.i_end <= self.i_start:
             raise ValueError(f"i_end (the iteration at which p_final is reached) must be > i_start={i_start}, got {i_end}")
         self.p_final = _per_group(p_final, groups, "p_final")
@@ -123,9 +119,7 @@ class PolynomialSchedule(SparsitySchedule):
 
     def __init__(self, p_final, *, power: float = 3, **kwargs):
         super().__init__(p_final, **kwargs)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0 or not math.isfinite(power):
-            raise ValueError(f"power must be a positive number, got {power!r}")
-        self.power = power
+        self.power = check_number(power, "power", 0, low_open=True)
 
     def _ramp(self, i, s):
         return self.p0 + (self.p_final - self.p0) * (1.0 - (1.0 - s) ** self.power)
@@ -138,11 +132,8 @@ class HarmonicSchedule(SparsitySchedule):
 
     def __init__(self, p_final, *, amplitude: float = 0.1, period: float = 200, name: str = "harmonic", **kwargs):
         super().__init__(p_final, **kwargs)
-        if isinstance(amplitude, bool) or not isinstance(amplitude, (int, float)) or not 0 <= amplitude < math.inf:
-            raise ValueError(f"amplitude must be a number >= 0, got {amplitude!r}")
-        if isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period < math.inf:
-            raise ValueError(f"period must be a positive number, got {period!r}")
-        self.amplitude, self.period, self.name = float(amplitude), period, name
+        self.amplitude = check_number(amplitude, "amplitude", 0)
+        self.period, self.name = check_number(period, "period", 0, low_open=True), name
 
     def _ramp(self, i, s):
         b = self.p_final + 0.5 * (self.p0 - self.p_final) * (1.0 + math.cos(math.pi * s))
