@@ -14,15 +14,14 @@ from typing import Optional
 
 
 from hapruned.env import DSAConfig
-from hapruned.env.config import PuProb
+from hapruned.env.config import SETUPS, PuProb
+from hapruned.pruning import MODES as PRUNE_MODES
+from hapruned.pruning import SCHEDULES as METHODS
 from hapruned.env.rng import MAX_SEED
 from hapruned.validation import check_choice, check_integer, check_number, is_integer, is_number
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
-METHODS = ("dense", "harmonic", "linear", "polynomial", "cosine", "constant")
-PRUNE_MODES = ("regrow", "masked")
 CRITIC_INPUTS = ("own", "joint")
-SETUPS = ("A", "B")
 
 
 # More seeds than this in one run is surely a typo (and each seed's networks take memory).

@@ -14,6 +14,7 @@ from hapruned.baselines.base import check_probability
 from hapruned.baselines.oracle import check_oracle_channels
 from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
 from hapruned.env import DSAConfig
+from hapruned.env.config import SETUPS
 from hapruned.env.rng import MAX_SEED
 from hapruned.resources import check_memory
 
@@ -35,7 +36,7 @@ def add_parser(subparsers) -> None:
         description="Mean, std, min and max episode reward (sum over slots of the summed "
         "log2(1 + SNR) throughput) of each non-learning scheme; all schemes face the same episodes.",
     )
-    parser.add_argument("--setup", choices=["A", "B"], default="A", help="paper setup: A (no primary users) or B (pu_prob 0.2)")
+    parser.add_argument("--setup", choices=list(SETUPS), default="A", help="paper setup: A (no primary users) or B (pu_prob 0.2)")
     parser.add_argument("--episodes", type=int, default=2000, help="episodes per scheme, >= 1 (default: 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the schemes' randomness, >= 0 (default: 0)")
     parser.add_argument("--num-envs", type=int, default=500, help="environments stepped together, >= 1 (default: 500)")

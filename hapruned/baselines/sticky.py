@@ -6,6 +6,7 @@ import numpy as np
 
 from hapruned.baselines.base import Policy, check_probability
 from hapruned.env import DSAConfig
+from hapruned.env.encoding import ACK, NACK, PRIMARY_USER
 
 
 class StickyAccess(Policy):
@@ -69,14 +70,14 @@ class StickyAccess(Policy):
         rng = self._rng
         chance = rng.random(self._shape)
 
-        ack = feedback == 1
+        ack = feedback == ACK
         self._held[ack] = last[ack]
         self._probe[ack] = self.probe_start
-        nack = feedback == -1
+        nack = feedback == NACK
         self._held[nack & holding & (chance < self.release_nack)] = 0
         failed_probe = nack & ~holding
         self._probe[failed_probe] = np.maximum(self._probe[failed_probe] * self.backoff, self.probe_min)
-        self._held[(feedback == -2) & holding & (chance < self.release_pu)] = 0
+        self._held[(feedback == PRIMARY_USER) & holding & (chance < self.release_pu)] = 0
 
         probe_channel = rng.integers(1, self._n_channels + 1, size=self._shape)
         probing = rng.random(self._shape) < self._probe

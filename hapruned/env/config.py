@@ -13,6 +13,9 @@ from hapruned.validation import check_integer, check_number, is_number
 
 PuProb = Union[float, Sequence[float]]
 
+# The paper's two setups: A without primary users, B with each channel busy w.p. 0.2.
+SETUPS = {"A": {}, "B": {"pu_prob": 0.2}}
+
 
 def _parse_pu_prob(text: str) -> PuProb:
     """``"0.2"`` -> 0.2 (every channel), ``"0.1,0.2,0.3"`` -> one probability per channel."""
@@ -84,10 +87,9 @@ class DSAConfig:
     @classmethod
     def setup(cls, name: str, **overrides) -> "DSAConfig":
         """The paper's setups: ``"A"`` (no primary users) or ``"B"`` (each channel busy w.p. 0.2)."""
-        presets = {"A": {}, "B": {"pu_prob": 0.2}}
-        if name not in presets:
-            raise ValueError(f"setup must be one of {sorted(presets)}, got {name!r}")
-        return cls(**{**presets[name], **overrides})
+        if name not in SETUPS:
+            raise ValueError(f"setup must be one of {', '.join(SETUPS)}, got {name!r}")
+        return cls(**{**SETUPS[name], **overrides})
 
     def replace(self, **changes) -> "DSAConfig":
         return dataclasses.replace(self, **changes)

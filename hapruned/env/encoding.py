@@ -4,9 +4,11 @@ import numpy as np
 
 from hapruned.validation import check_integer
 
+# The feedback codes (docs/design.md §1), in the order of their one-hot slots.
+IDLE, ACK, NACK, PRIMARY_USER = 0, 1, -1, -2
+FEEDBACK_CODES = (IDLE, ACK, NACK, PRIMARY_USER)
 # feedback code -> slot in its one-hot block, indexed by code + 2 for codes -2, -1, 0, 1
-FEEDBACK_SLOT = np.array([3, 2, 0, 1], dtype=np.int64)
-FEEDBACK_CODES = (0, 1, -1, -2)  # in slot order
+FEEDBACK_SLOT = np.array([FEEDBACK_CODES.index(code) for code in range(-2, 2)], dtype=np.int64)
 
 
 def observation_size(n_channels: int) -> int:

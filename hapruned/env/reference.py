@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from hapruned.env.config import DSAConfig
+from hapruned.env.encoding import ACK, IDLE, NACK, PRIMARY_USER
 
-IDLE, ACK, NACK, PRIMARY_USER = 0, 1, -1, -2
 
 
 class ReferenceDSAEnv:
