@@ -63,8 +63,8 @@ class NaiveDSAEnv:
         return obs, reward
 
 
-class NaiveIAGCPPO:
-    """IAGC-PPO written the obvious way; ``train_iteration(i)`` returns ``{"agent_steps": ...}``."""
+class NaiveLearner:
+    """What both naive learners set up: the sizes, the torch seed and one plain environment."""
 
     def __init__(self, config):
         self.config = cfg = config
@@ -73,6 +73,14 @@ class NaiveIAGCPPO:
         self.F = self.K + 5
         pu_prob = 0.2 if cfg.setup == "B" else 0.0
         self.env = NaiveDSAEnv(self.N, self.K, self.T, pu_prob, seed=cfg.seed)
+
+
+class NaiveIAGCPPO(NaiveLearner):
+    """IAGC-PPO written the obvious way; ``train_iteration(i)`` returns ``{"agent_steps": ...}``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        cfg = config
         self.actors = nn.ModuleList(nn.LSTM(self.F, cfg.hidden_size, cfg.num_layers) for _ in range(self.N))
         self.heads = nn.ModuleList(nn.Linear(cfg.hidden_size, self.K + 1) for _ in range(self.N))
         self.critic = nn.LSTM(self.F, cfg.hidden_size, cfg.num_layers)
@@ -205,7 +213,7 @@ class NaiveIAGCPPO:
                 "agent_steps": self.N * self.config.envs_per_iteration * self.T}
 
 
-class NaiveRecurrentDQN:
+class NaiveRecurrentDQN(NaiveLearner):
     """Recurrent DQN with parameter sharing written the obvious way: one ``nn.LSTM`` + ``nn.Linear``
     Q-network shared by the agents and its target copy, ONE environment stepped at a time with a
     loop over agents for every action, a Python list of episodes as the replay buffer. The same work
@@ -214,12 +222,8 @@ class NaiveRecurrentDQN:
     agent's sequence) with Huber loss, gradient clipping, Adam and hard target copies."""
 
     def __init__(self, config):
-        self.config = cfg = config
-        torch.manual_seed(cfg.seed)
-        self.N, self.K, self.T = cfg.n_users, cfg.n_channels, cfg.horizon
-        self.F = self.K + 5
-        pu_prob = 0.2 if cfg.setup == "B" else 0.0
-        self.env = NaiveDSAEnv(self.N, self.K, self.T, pu_prob, seed=cfg.seed)
+        super().__init__(config)
+        cfg = config
         self.rng = np.random.default_rng(cfg.seed)
         self.lstm = nn.LSTM(self.F, cfg.hidden_size, cfg.num_layers)
         self.head = nn.Linear(cfg.hidden_size, self.K + 1)
