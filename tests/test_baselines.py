@@ -1,33 +1,29 @@
-import itertools
-
 import numpy as np
 import pytest
 
 from hapruned.baselines import (
-    MAX_ORACLE_CHANNELS,
     OpportunisticChannelAware,
     Oracle,
     SlottedAloha,
     StickyAccess,
+    decentralised_bound,
     evaluate,
     max_weight_matching,
+    mean_rate,
     optimal_aloha_p,
 )
 from hapruned.env import BatchedDSAEnv, DSAConfig
+from oracle_reference import brute_force_matching, subset_dp_matching
 
 # docs/design.md §1: independent anchors for the paper config (N=10, K=5, T=100), 2000 episodes
 ANCHORS = {("aloha", "A"): 1000.6, ("aloha", "B"): 800.4, ("oracle", "A"): 2660.0, ("oracle", "B"): 2130.0}
 
 
-def brute_force_matching(weight, free):
-    n_users, n_channels = weight.shape
-    options = [0] + [k + 1 for k in range(n_channels) if free[k]]
-    best = 0.0
-    for actions in itertools.product(options, repeat=n_users):
-        used = [a for a in actions if a > 0]
-        if len(used) == len(set(used)):
-            best = max(best, sum(weight[n, a - 1] for n, a in enumerate(actions) if a > 0))
-    return best
+def assert_valid_matching(weight, free, actions, value):
+    used = actions[actions > 0]
+    assert len(used) == len(set(used.tolist())), "a channel was given to two users"
+    assert all(free[a - 1] for a in used), "a busy channel was assigned"
+    assert sum(weight[n, a - 1] for n, a in enumerate(actions) if a > 0) == pytest.approx(value)
 
 
 @pytest.mark.parametrize("case", range(60))
@@ -39,17 +35,46 @@ def test_matching_equals_brute_force(case):
     free = rng.random(n_channels) < 0.7
     actions, value = max_weight_matching(weight, free)
     assert value == pytest.approx(brute_force_matching(weight, free))
-    used = actions[actions > 0]
-    assert len(used) == len(set(used.tolist())), "a channel was given to two users"
-    assert all(free[a - 1] for a in used), "a busy channel was assigned"
-    assert sum(weight[n, a - 1] for n, a in enumerate(actions) if a > 0) == pytest.approx(value)
+    assert_valid_matching(weight, free, actions, value)
 
 
-def test_matching_rejects_too_many_channels():
-    with pytest.raises(ValueError, match="at most 16 channels"):
-        max_weight_matching(np.ones((2, MAX_ORACLE_CHANNELS + 1)))
-    with pytest.raises(ValueError, match="at most 16 channels"):
-        evaluate(Oracle(), DSAConfig(n_channels=MAX_ORACLE_CHANNELS + 1), episodes=1)
+@pytest.mark.parametrize("case", range(40))
+def test_matching_equals_the_subset_dp(case):
+    # sizes brute force cannot reach: either side may be the larger, some channels busy, some weights equal
+    rng = np.random.default_rng(100 + case)
+    n_users, n_channels = rng.integers(1, 25), rng.integers(1, 13)
+    weight = rng.uniform(1.0, 7.0, size=(n_users, n_channels))
+    if case % 3 == 0:
+        weight = np.round(weight)
+    free = rng.random(n_channels) < 0.8
+    actions, value = max_weight_matching(weight, free)
+    assert value == pytest.approx(subset_dp_matching(weight, free)[1], rel=1e-12)
+    assert_valid_matching(weight, free, actions, value)
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_matching_equals_scipy_at_the_scaling_study_sizes(case):
+    # N = 40, K = 20 (and the transposed shape), beyond the subset DP: scipy's assignment solver decides
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(200 + case)
+    shape = (40, 20) if case % 2 == 0 else (12, 30)
+    weight = np.log2(1 + rng.uniform(30, 40, size=shape))
+    free = rng.random(shape[1]) < 0.8
+    actions, value = max_weight_matching(weight, free)
+    rows, columns = linear_sum_assignment(weight[:, free], maximize=True)
+    assert value == pytest.approx(weight[:, free][rows, columns].sum(), rel=1e-12)
+    assert (actions > 0).sum() == min(shape[0], free.sum())  # positive weights: every free channel or user used
+    assert_valid_matching(weight, free, actions, value)
+
+
+@pytest.mark.parametrize("weight, free, match", [
+    (-np.ones((2, 2)), None, "non-negative"), (np.full((2, 2), np.nan), None, "non-negative"),
+    (np.ones(3), None, "non-negative"), (np.ones((2, 3)), np.ones(2, dtype=bool), "free"),
+])
+def test_matching_rejects_bad_input(weight, free, match):
+    with pytest.raises(ValueError, match=match):
+        max_weight_matching(weight, free)
 
 
 @pytest.mark.parametrize("setup", ["A", "B"])

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
+from hapruned.env import observation_size
 from hapruned.resources import check_memory
 from hapruned.validation import check_integer
 
@@ -205,13 +206,14 @@ def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
     """Rough bytes of the large parts of a run (see ``hapruned.resources.check_memory``); each part
     names the flags it grows with."""
     S, N, K, T, H, L = len(config.seed_list), config.n_users, config.n_channels, config.horizon, config.hidden_size, config.num_layers
-    F, A, B, G = K + 5, K + 1, config.envs_per_iteration, S * N
+    F, A, B, G = observation_size(K, config.observe_snr), K + 1, config.envs_per_iteration, S * N
     per_network = 4 * H * (F + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + A * (H + 1)  # weights of one LSTM + head
     networks = 4 * 6 * per_network * G * (2 if config.algo != "dqn" else 1)  # + critic, grads, Adam, masks
     # training: the recorded rollout and the sequence ops' saved activations (gates, states) with gradients
     sequences = G * B if config.algo == "dqn" else 2 * G * B // config.minibatches
     training = 4 * T * (G * B * (F + 4) + 2 * 6 * H * L * sequences)
-    replay = S * config.replay_capacity * T * (N * (F + 1) + 8) if config.algo == "dqn" else 0
+    input_bytes = 4 if config.observe_snr else 1  # the replay's inputs: float32 with the rate feature, else uint8
+    replay = S * config.replay_capacity * T * (N * (input_bytes * F + 1) + 8) if config.algo == "dqn" else 0
     # evaluation: S x eval_episodes environments (SNRs and rates float64) and the recurrent states
     evaluation = S * config.eval_episodes * N * (8 * (2 * K + 4) + 4 * F + 4 * H * (2 * L + 12))
     return {
