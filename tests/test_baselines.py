@@ -87,9 +87,10 @@ def test_paper_anchors(scheme, setup):
     assert abs(rewards.mean() - anchor) < 0.01 * anchor
 
 
+@pytest.mark.parametrize("observe_snr", [False, True])
 @pytest.mark.parametrize("setup", ["A", "B"])
-def test_oracle_beats_every_scheme_on_every_episode(setup):
-    config = DSAConfig.setup(setup)
+def test_oracle_beats_every_scheme_on_every_episode(setup, observe_snr):
+    config = DSAConfig.setup(setup, observe_snr=observe_snr)
     oracle = evaluate(Oracle(), config, episodes=200, seed=3, num_envs=100)
     for policy in (SlottedAloha(), OpportunisticChannelAware(), StickyAccess()):
         rewards = evaluate(policy, config, episodes=200, seed=3, num_envs=100)
@@ -166,6 +167,37 @@ def test_oca_settles_on_the_best_channel_of_a_lone_user():
     actions, _, env = _play(OpportunisticChannelAware(explore=0.05), config, num_envs=300, seed=1)
     best = np.argmax(env.snr[:, 0, :], axis=-1) + 1
     assert np.mean(actions[-50:, :, 0] == best) > 0.9
+
+
+def test_oca_with_observed_snr_knows_a_lone_users_best_channel_after_one_try_of_each():
+    config = DSAConfig(n_users=1, n_channels=4, horizon=30, snr_low=1.0, snr_high=100.0, observe_snr=True)
+    actions, _, env = _play(OpportunisticChannelAware(explore=0.0), config, num_envs=200, seed=1)
+    assert np.all(np.sort(actions[:4, :, 0], axis=0) == np.arange(1, 5)[:, None])  # each channel once
+    best = np.argmax(env.snr[:, 0, :], axis=-1) + 1
+    np.testing.assert_array_equal(actions[4:, :, 0], np.broadcast_to(best, (26, 200)))
+
+
+def test_oca_learns_each_channels_rate_from_collisions_too():
+    # two users who always transmit on channel 1 collide every slot: only the observed rate tells them what
+    # the channel would give, so both end up preferring their better channel once they know its rate
+    config = DSAConfig(n_users=2, n_channels=2, horizon=3, snr_low=1.0, snr_high=100.0, observe_snr=True)
+    policy = OpportunisticChannelAware(p=1.0, explore=0.0)
+    env = BatchedDSAEnv(config, 1, seed=0)
+    env.reset()
+    policy.reset(1, config, np.random.default_rng(0))
+    obs, _, throughput, _ = env.step(np.array([[1, 1]]))
+    assert np.all(obs[..., 1] == -1) and np.all(throughput == 0)
+    policy.act(obs, throughput, env)
+    np.testing.assert_array_equal(policy._known_rate[0, :, 0], np.log2(1 + env.snr[0, :, 0]))
+    np.testing.assert_array_equal(policy._known_rate[0, :, 1], np.log2(101.0))  # channel 2: not tried yet
+
+
+def test_oca_earns_more_when_it_observes_the_snr():
+    config = DSAConfig(n_users=2, n_channels=3, horizon=50, snr_low=1.0, snr_high=100.0)
+    blind = evaluate(OpportunisticChannelAware(), config, episodes=300, seed=6).mean()
+    observing = evaluate(OpportunisticChannelAware(), config.replace(observe_snr=True), episodes=300, seed=6).mean()
+    print(f"oca {blind:.1f}, with the SNR observed {observing:.1f}")
+    assert observing > 1.2 * blind
 
 
 def test_oca_tries_every_channel_first_because_its_estimates_start_optimistic():

@@ -49,6 +49,11 @@ SUMMARY_FILE = "summary.json"
 EVAL_SEED_OFFSET = 1 << 40
 
 
+# Fields added after run directories were first written, with the value that older runs had implicitly: a
+# saved config without one compares as if it held that value, so those runs still resume.
+LATER_FIELDS = {"observe_snr": False}
+
+
 # The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
 LEARNERS = {"ppo": IAGCPPO, "ac": IAGCPPO, "pai": IAGCPPO, "dqn": RecurrentDQN}
 
@@ -303,8 +308,9 @@ def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
     keys = {"iteration", "algo", "torch_rng", "trainer", "config"}
     if not isinstance(saved, dict) or not keys <= saved.keys():
         raise RunDirError(_damaged(path, "it is not a hapruned checkpoint"))
-    if saved["config"] != config:
-        differing = sorted(k for k in saved["config"].keys() | config.keys() if saved["config"].get(k) != config.get(k))
+    saved_config = with_later_fields(saved["config"])
+    if saved_config != config:
+        differing = sorted(k for k in saved_config.keys() | config.keys() if saved_config.get(k) != config.get(k))
         raise RunDirError(_damaged(path, f"it was written by another run (its config differs from {CONFIG_FILE} "
                                          f"in {', '.join(differing)})"))
     if not (isinstance(saved["iteration"], int) and 0 <= saved["iteration"] <= iterations):
@@ -334,7 +340,15 @@ def _interrupt_note(out: Path, where):
         ) from None
 
 
+def with_later_fields(saved: dict) -> dict:
+    """A saved config (or a dict holding one, e.g. under ``env``) with ``LATER_FIELDS`` that it lacks."""
+    if "n_users" in saved:
+        saved = {**LATER_FIELDS, **saved}
+    return {key: with_later_fields(value) if isinstance(value, dict) else value for key, value in saved.items()}
+
+
 def check_same_config(saved: dict, current: dict, out: Path) -> None:
+    saved = with_later_fields(saved)
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: run has {saved.get(key)!r}, given {current.get(key)!r}" for key in differing)
