@@ -4,6 +4,7 @@ import pytest
 from hapruned.baselines import (
     OpportunisticChannelAware,
     Oracle,
+    Policy,
     SlottedAloha,
     StickyAccess,
     decentralised_bound,
@@ -75,6 +76,42 @@ def test_matching_equals_scipy_at_the_scaling_study_sizes(case):
 def test_matching_rejects_bad_input(weight, free, match):
     with pytest.raises(ValueError, match=match):
         max_weight_matching(weight, free)
+
+
+class FixedChannels(Policy):
+    """Every user plays one channel (or idles) in every slot, whatever happens."""
+
+    def __init__(self, channels):
+        self.channels = np.asarray(channels)
+
+    def reset(self, num_envs, config, rng):
+        self._actions = np.broadcast_to(self.channels, (num_envs, config.n_users))
+
+    def act(self, obs, throughput, env):
+        return self._actions
+
+
+@pytest.mark.parametrize("config, channels", [
+    (DSAConfig.setup("A"), [1, 2, 3, 4, 5, 0, 0, 0, 0, 0]),
+    (DSAConfig.setup("B"), [0, 0, 0, 0, 0, 1, 2, 3, 4, 5]),
+    (DSAConfig(n_users=2, n_channels=3, pu_prob=(0.5, 0.1, 0.3), snr_low=1, snr_high=100), [3, 2]),  # least busy
+    (DSAConfig(n_users=3, n_channels=1, snr_low=5, snr_high=5), [0, 1, 0]),
+])
+def test_an_orthogonal_assignment_of_the_least_busy_channels_earns_the_decentralised_bound(config, channels):
+    rewards = evaluate(FixedChannels(channels), config, episodes=2000, seed=8)
+    bound = decentralised_bound(config)
+    print(f"bound {bound:.1f}, fixed channels {rewards.mean():.1f} ± {rewards.std() / np.sqrt(2000):.1f}")
+    assert abs(rewards.mean() - bound) <= 6 * rewards.std() / np.sqrt(2000) + 1e-9 * bound
+
+
+def test_decentralised_bound_of_the_paper_setups_and_mean_rate():
+    # docs/design.md §1: 2582.6 in setup A, 2066.1 in setup B
+    assert decentralised_bound(DSAConfig.setup("A")) == pytest.approx(2582.6, abs=0.05)
+    assert decentralised_bound(DSAConfig.setup("B")) == pytest.approx(2066.1, abs=0.05)
+    assert mean_rate(1, 100) == pytest.approx(np.mean(np.log2(1 + np.linspace(1, 100, 1_000_001))), rel=1e-6)
+    assert mean_rate(7, 7) == np.log2(8)
+    with pytest.raises(TypeError, match="DSAConfig"):
+        decentralised_bound({"n_users": 2})
 
 
 @pytest.mark.parametrize("setup", ["A", "B"])
