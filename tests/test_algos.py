@@ -274,7 +274,8 @@ def test_learners_read_the_observations_and_snr_feature_of_the_reference_env(alg
         reference.reset(snr=replay.snr[e])
     # input (t, group s*N + n, b) <-> environment s*B + b, user n
     seen = inputs.view(T, S, N, B, -1).permute(0, 1, 3, 2, 4).reshape(T, S * B, N, -1).numpy()
-    assert np.all(seen[0] == encode_observations(np.zeros((S * B, N, 2), dtype=np.int64), K, snr_feature=np.zeros((S * B, N))))
+    start = np.zeros((S * B, N, 2), dtype=np.int64)  # (idle, 0) and nothing observed
+    np.testing.assert_array_equal(seen[0], encode_observations(start, K, snr_feature=np.zeros((S * B, N))))
     for t in range(T - 1):
         env_actions = algo._to_env_actions(actions[t], B)
         busy = replay.pu_busy.copy()

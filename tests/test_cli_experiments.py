@@ -252,7 +252,8 @@ def test_bounds_compares_runs_with_the_bound_and_the_oracle_of_their_episodes(tm
     from hapruned.baselines import Oracle, decentralised_bound, evaluate
 
     config = TrainConfig.preset("fast", **TINY_BUDGET)
-    runs = {"a0": config, "a1": config.replace(seed=1), "snr": config.replace(observe_snr=True, snr_low=1.0, snr_high=100.0)}
+    observing = config.replace(observe_snr=True, snr_low=1.0, snr_high=100.0)
+    runs = {"a0": config, "a1": config.replace(seed=1), "snr": observing}
     for name, run_config in runs.items():
         trainer.train(run_config, tmp_path / name, progress=False)
     assert main(["bounds", *(str(tmp_path / name) for name in runs), "--json"]) == 0

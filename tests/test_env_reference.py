@@ -57,7 +57,8 @@ def drive_both(config, num_envs, seed, episodes, action_seed):
                     width = config.snr_high - config.snr_low
                     tolerance = 1e-6 + (1e-14 * (1 + config.snr_high) / width if width > 0 else 0)
                     features = encode_env_observations(config, obs[b], env.observed_rate[b])
-                    np.testing.assert_allclose(features[:, -1], reference_snr_feature(reference, ref_obs), atol=tolerance)
+                    expected = reference_snr_feature(reference, ref_obs)
+                    np.testing.assert_allclose(features[:, -1], expected, atol=tolerance)
                 bound = config.n_users * np.finfo(np.float64).eps * ref_reward
                 assert abs(reward[b] - ref_reward) <= bound, (reward[b], ref_reward)
             for code in np.unique(obs[..., 1]).tolist():

@@ -8,7 +8,7 @@ environments x agents, so no loop over agents.
 - Acting: epsilon-greedy on the Q-values; epsilon falls linearly from ``epsilon_start`` to
   ``epsilon_end`` over the first ``epsilon_decay`` fraction of the iterations.
 - Replay: a preallocated ring buffer of whole episodes (``replay_capacity`` per seed), stored as the
-  inputs (uint8 one-hots; float32 with ``observe_snr``, whose rate feature uint8 cannot hold), the
+  inputs (uint8 one-hots; float32 with ``observe_snr``, whose SNR feature uint8 cannot hold), the
   actions (uint8) and the raw rewards; rewards are scaled at sampling time by the
   current running return std (``normalize_rewards``), so old and new episodes share one scale.
 - Update: ``updates_per_iteration`` times, ``replay_batch`` episodes drawn uniformly (with
@@ -53,7 +53,7 @@ def double_dqn_targets(rewards: torch.Tensor, q_online: torch.Tensor, q_target: 
 class EpisodeReplay:
     """A ring buffer of whole episodes per seed, preallocated: inputs (S, C, T, N, F), actions uint8
     (S, C, T, N), raw rewards float64 (S, C, T). Every seed stores the same number of episodes. The inputs
-    are stored exactly, as ``input_dtype``: uint8 holds the one-hot features, float32 the rate feature too."""
+    are stored exactly, as ``input_dtype``: uint8 holds the one-hot features, float32 the SNR feature too."""
 
     def __init__(self, seeds: int, capacity: int, horizon: int, agents: int, features: int, device,
                  input_dtype: torch.dtype = torch.uint8):

@@ -217,7 +217,7 @@ def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
     # training: the recorded rollout and the sequence ops' saved activations (gates, states) with gradients
     sequences = G * B if config.algo == "dqn" else 2 * G * B // config.minibatches
     training = 4 * T * (G * B * (F + 4) + 2 * 6 * H * L * sequences)
-    input_bytes = 4 if config.observe_snr else 1  # the replay's inputs: float32 with the rate feature, else uint8
+    input_bytes = 4 if config.observe_snr else 1  # the replay's inputs: float32 with the SNR feature, else uint8
     replay = S * config.replay_capacity * T * (N * (input_bytes * F + 1) + 8) if config.algo == "dqn" else 0
     # evaluation: S x eval_episodes environments (SNRs and rates float64) and the recurrent states
     evaluation = S * config.eval_episodes * N * (8 * (2 * K + 4) + 4 * F + 4 * H * (2 * L + 12))

@@ -57,7 +57,7 @@ class OpportunisticChannelAware(Policy):
         if self._known_rate is None:
             target = throughput
         else:
-            target = obs[..., 1] == ACK
+            target = np.where(obs[..., 1] == ACK, 1.0, 0.0)
             rate = env.observed_rate  # each user reads its own entry only
             known = np.take_along_axis(self._known_rate, index, axis=-1)[..., 0]
             np.put_along_axis(self._known_rate, index, np.where(rate > 0, rate, known)[..., None], axis=-1)

@@ -22,8 +22,9 @@ class SparseActor(ExportedActor):
     """One agent's exported actor and its LSTM state, for B environments stepped together.
 
     ``reset(batch)`` zeroes the state; ``logits(features)`` takes the features of this step, (F,) when
-    batch = 1 or (batch, F) with F = ``input_size`` (see ``hapruned.deploy.observation_features``), advances the state
-    and returns the logits over the K + 1 actions, (K + 1,) or (batch, K + 1); ``act`` returns actions.
+    batch = 1 or (batch, F) with F = ``input_size`` (see ``hapruned.deploy.observation_features``),
+    advances the state and returns the logits over the K + 1 actions, (K + 1,) or (batch, K + 1);
+    ``act`` returns actions.
     """
 
     def __init__(self, weights: ActorWeights, metadata: dict):

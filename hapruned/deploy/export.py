@@ -120,8 +120,8 @@ def actor_metadata(config, seed: int, iteration: int | None) -> dict:
     env = config.env_config
     features = "one-hot(last action, n_channels + 1) + one-hot(last feedback, 4)"
     if env.observe_snr:
-        features += (" + the last transmission's rate log2(1 + SNR) scaled from [log2(1 + snr_low), "
-                     "log2(1 + snr_high)] to [0, 1], 0 when idle or blocked by a primary user")
+        features += (" + the SNR of the last transmission (free of primary users, collided or not) scaled "
+                     "from [snr_low, snr_high] to [0, 1], 0 when idle or blocked")
     return {
         "architecture": {
             "cell": "lstm", "input_size": observation_size(env.n_channels, env.observe_snr),

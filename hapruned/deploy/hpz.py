@@ -96,7 +96,7 @@ class ActorWeights:
 
 class ExportedActor:
     """What every exported actor of a file has: ``agent`` (its index in the run), ``n_channels`` K,
-    ``observe_snr`` (whether its input holds the rate feature) and ``snr_range`` (snr_low, snr_high) of
+    ``observe_snr`` (whether its input holds the SNR feature) and ``snr_range`` (snr_low, snr_high) of
     training, ``input_size`` (K + 5, or K + 6 with ``observe_snr``), ``hidden_size``, ``num_layers``,
     ``n_actions`` (K + 1) and ``batch`` (the environments it steps); subclasses hold the weights and the
     LSTM state (``_zero_state``)."""

@@ -34,7 +34,7 @@ class DSAConfig:
 
     Actions are ``0`` (idle) or a channel ``1..K``. Feedback is ``0`` idle, ``1`` ACK (the only
     user on a free channel), ``-1`` NACK (two or more users on it), ``-2`` primary user present.
-    With ``observe_snr`` a user also observes the rate of its last transmission (docs/design.md §1).
+    With ``observe_snr`` a user also observes the SNR of its last transmission (docs/design.md §1).
     """
 
     n_users: int = field(default=10, metadata={"help": "number of secondary users (agents) N, >= 1"})
@@ -52,8 +52,8 @@ class DSAConfig:
     )
     observe_snr: bool = field(
         default=False,
-        metadata={"help": "each user also observes the SNR of its last transmission, as the rate log2(1 + SNR) "
-                  "it would have had on that channel, collided or not (0 when idle or blocked by a primary user)"},
+        metadata={"help": "each user also observes the SNR of its last transmission on a channel free of primary "
+                  "users, collided or not; its networks read it scaled from [snr_low, snr_high] to [0, 1]"},
     )
 
     def __post_init__(self):

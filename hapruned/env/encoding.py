@@ -15,12 +15,12 @@ FEEDBACK_SLOT = np.array([FEEDBACK_CODES.index(code) for code in range(-2, 2)], 
 
 
 def observation_size(n_channels: int, observe_snr: bool = False) -> int:
-    """Features per user: K + 1 action slots and 4 feedback slots, and the rate feature with ``observe_snr``."""
+    """Features per user: K + 1 action slots and 4 feedback slots, and the SNR feature with ``observe_snr``."""
     return check_integer(n_channels, "n_channels", 1) + 5 + check_bool(observe_snr, "observe_snr")
 
 
 def snr_quantile(rate, snr_low: float, snr_high: float) -> np.ndarray:
-    """The rate feature, float32 of ``rate``'s shape: the SNR β = 2^rate − 1 of an observed rate
+    """The SNR feature, float32 of ``rate``'s shape: the SNR β = 2^rate − 1 of an observed rate
     ``log2(1 + β)``, scaled linearly from [snr_low, snr_high] onto [0, 1] (1 when snr_low == snr_high),
     i.e. its quantile among the SNRs channels are drawn from; 0 for a rate of 0 (idle or blocked). An
     SNR outside the range counts as the nearest end: the networks never saw one (docs/design.md §1)."""

@@ -2,7 +2,7 @@
 
 Agents are ``"user_0" .. "user_{N-1}"``. Each observes its encoded last action and feedback
 (``Box(0, 1, (K + 5,), float32)``, see :func:`~hapruned.env.encoding.encode_observations`), with
-``observe_snr`` also the scaled rate of its last transmission (``(K + 6,)``), and picks an action in
+``observe_snr`` also the scaled SNR of its last transmission (``(K + 6,)``), and picks an action in
 ``Discrete(K + 1)`` (0 = idle, k = channel k). Every agent receives the shared reward;
 its own throughput is in ``infos[agent]["throughput"]``. Episodes never terminate early: at the
 horizon every agent is truncated and ``agents`` becomes empty until the next ``reset``.
