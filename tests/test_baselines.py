@@ -215,8 +215,7 @@ def test_oca_with_observed_snr_knows_a_lone_users_best_channel_after_one_try_of_
 
 
 def test_oca_learns_each_channels_rate_from_collisions_too():
-    # two users who always transmit on channel 1 collide every slot: only the observed rate tells them what
-    # the channel would give, so both end up preferring their better channel once they know its rate
+    # two users collide on channel 1: no ACK, yet each now knows what channel 1 would give it
     config = DSAConfig(n_users=2, n_channels=2, horizon=3, snr_low=1.0, snr_high=100.0, observe_snr=True)
     policy = OpportunisticChannelAware(p=1.0, explore=0.0)
     env = BatchedDSAEnv(config, 1, seed=0)
