@@ -14,6 +14,7 @@ COMMANDS = {
     "reproduce": "hapruned.experiments.reproduce_command",
     "sweep": "hapruned.experiments.sweep_command",
     "report": "hapruned.experiments.report_command",
+    "bounds": "hapruned.experiments.bounds_command",
 }
 
 

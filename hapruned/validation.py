@@ -54,6 +54,13 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
     return float(value)
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool, or ValueError unless it is True or False (NumPy's bools included; not 0 or 1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_choice(value, name: str, choices) -> str:
     """``value`` unless it is not one of ``choices``."""
     if value not in choices:

@@ -11,6 +11,9 @@ from hapruned.algos import IAGCPPO, RecurrentDQN, TrainConfig
 from hapruned.algos.config import ALGOS, UNUSED_FIELDS
 from hapruned.algos.dqn import EpisodeReplay, double_dqn_targets
 from hapruned.algos.models import GroupedActor
+from hapruned.env import BatchedDSAEnv, encode_observations
+from hapruned.env.reference import ReferenceDSAEnv
+from test_env_reference import reference_snr_feature
 from test_learning import expected_aloha_episode_reward
 
 SMALL = dict(n_users=3, n_channels=2, horizon=8, hidden_size=16, envs_per_iteration=4, iterations=6)
@@ -182,13 +185,16 @@ def test_double_dqn_targets_match_a_hand_computation():
     torch.testing.assert_close(targets, torch.tensor([[1 + 0.9 * 20.0], [2 + 0.9 * 7.0], [3.0]]))
 
 
-def test_replay_stores_and_returns_whole_episodes():
+@pytest.mark.parametrize("input_dtype", [torch.uint8, torch.float32], ids=["one-hot", "with-snr-feature"])
+def test_replay_stores_and_returns_whole_episodes(input_dtype):
     S, N, T, F, capacity = 2, 3, 4, 5, 5
-    replay = EpisodeReplay(S, capacity, T, N, F, "cpu")
+    replay = EpisodeReplay(S, capacity, T, N, F, "cpu", input_dtype)
     gen = torch.Generator().manual_seed(0)
     stored = []  # (inputs (T,S*N,1,F), actions, rewards (T,S,1)) of each episode, in order
     for episode in range(7):  # more than the capacity: the two oldest are overwritten
         inputs = (torch.rand(T, S * N, 1, F, generator=gen) < 0.5).float()
+        if input_dtype == torch.float32:  # a feature in [0, 1] in the last column, kept exactly
+            inputs[..., -1] = torch.rand(T, S * N, 1, generator=gen)
         actions = torch.randint(3, (T, S * N, 1), generator=gen)
         rewards = torch.full((T, S, 1), float(episode)) + torch.arange(S).view(1, S, 1) / 10
         replay.add(inputs, actions, rewards)
@@ -249,6 +255,36 @@ def test_dqn_greedy_clones_act_alike_on_the_same_history():
     # every agent sees the dummy first observation, so a greedy shared network picks one action for all
     inputs, actions, _, _ = algo._play(algo.env, 4, algo.generator, training=False, greedy=True)
     assert (actions[0] == actions[0, 0, 0]).all()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_learners_read_the_observations_and_snr_feature_of_the_reference_env(algo):
+    """A rollout's recorded inputs are the encoding of what the reference environment gives for the same
+    actions and draws: one-hots, and the SNR of each transmission not blocked by a primary user."""
+    cfg = small(algo, pu_prob=0.3, snr_low=1.0, snr_high=100.0, observe_snr=True, seeds=(0, 1))
+    algo = (RecurrentDQN if algo == "dqn" else IAGCPPO)(cfg)
+    S, N, B, K, T = algo.S, algo.N, cfg.envs_per_iteration, cfg.n_channels, cfg.horizon
+    assert algo.F == K + 6
+    replay = BatchedDSAEnv(cfg.env_config, S * B)  # the learner's draws, for the primary users' states
+    replay.rng_states = algo.env.rng_states
+    inputs, actions, _, _ = algo._play(algo.env, B, algo.generator)
+    replay.reset()
+    references = [ReferenceDSAEnv(cfg.env_config) for _ in range(S * B)]
+    for e, reference in enumerate(references):
+        reference.reset(snr=replay.snr[e])
+    # input (t, group s*N + n, b) <-> environment s*B + b, user n
+    seen = inputs.view(T, S, N, B, -1).permute(0, 1, 3, 2, 4).reshape(T, S * B, N, -1).numpy()
+    start = np.zeros((S * B, N, 2), dtype=np.int64)  # (idle, 0) and nothing observed
+    np.testing.assert_array_equal(seen[0], encode_observations(start, K, snr_feature=np.zeros((S * B, N))))
+    for t in range(T - 1):
+        env_actions = algo._to_env_actions(actions[t], B)
+        busy = replay.pu_busy.copy()
+        replay.step(env_actions)
+        for e, reference in enumerate(references):
+            obs, *_ = reference.step(env_actions[e], pu_busy=busy[e])
+            expected = encode_observations(obs, K, snr_feature=reference_snr_feature(reference, obs))
+            np.testing.assert_allclose(seen[t + 1, e], expected, atol=1e-6)
+    assert np.any((seen[..., -1] > 0) & (seen[..., -1] < 1))  # the feature was seen
 
 
 # ---------------------------------------------------------------------------------------------- learning

@@ -245,3 +245,43 @@ def test_ray_executor_gives_the_local_results(tmp_path, capsys, monkeypatch):
     assert "Ray tasks of 1 CPU(s) on a local Ray instance" in capsys.readouterr().out
     assert (tmp_path / "ray" / "table1.csv").read_text() == (tmp_path / "local" / "table1.csv").read_text()
     assert summaries(tmp_path / "ray") == summaries(tmp_path / "local")
+
+
+def test_bounds_compares_runs_with_the_bound_and_the_oracle_of_their_episodes(tmp_path, capsys):
+    from hapruned.algos.config import TrainConfig
+    from hapruned.baselines import Oracle, decentralised_bound, evaluate
+
+    config = TrainConfig.preset("fast", **TINY_BUDGET)
+    observing = config.replace(observe_snr=True, snr_low=1.0, snr_high=100.0)
+    runs = {"a0": config, "a1": config.replace(seed=1), "snr": observing}
+    for name, run_config in runs.items():
+        trainer.train(run_config, tmp_path / name, progress=False)
+    assert main(["bounds", *(str(tmp_path / name) for name in runs), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["seeds"], row["observe_snr"]) for row in rows] == [(2, False), (1, True)]
+    rewards = [json.loads((tmp_path / name / "summary.json").read_text())["final_eval_reward"] for name in ("a0", "a1")]
+    oracle = [evaluate(Oracle(), config.env_config, 3, seed=trainer.eval_seed(s), num_envs=3).mean() for s in (0, 1)]
+    bound = decentralised_bound(config.env_config)
+    assert rows[0]["mean"] == pytest.approx(sum(rewards) / 2) and rows[0]["oracle"] == pytest.approx(sum(oracle) / 2)
+    assert rows[0]["decentralised_bound"] == bound
+    assert rows[0]["gap_closed"] == pytest.approx((rows[0]["mean"] - bound) / (rows[0]["oracle"] - bound))
+    assert rows[1]["decentralised_bound"] == decentralised_bound(runs["snr"].env_config) != bound
+    assert rows[1]["std"] is None and rows[0]["runs"] == [str(tmp_path / "a0"), str(tmp_path / "a1")]
+
+    assert main(["bounds", str(tmp_path / "a0"), str(tmp_path / "snr")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4 and table[2].startswith("| A | 2 | 2 | no | harmonic | 4 | 1 |")
+    assert table[3].startswith("| A | 2 | 2 | yes |")
+
+
+@pytest.mark.parametrize("remove, message", [("summary.json", "not a finished run"), ("config.json", "config.json")])
+def test_bounds_refuses_what_is_not_a_finished_run(tmp_path, capsys, remove, message):
+    from hapruned.algos.config import TrainConfig
+
+    trainer.train(TrainConfig.preset("fast", **{**TINY_BUDGET, "iterations": 2}), tmp_path / "run", progress=False)
+    (tmp_path / "run" / remove).unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bounds", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "RUN_DIR" in error and message in error

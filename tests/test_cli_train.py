@@ -15,6 +15,9 @@ TINY = [
     "--envs-per-iteration", "2", "--minibatches", "1", "--epochs", "1", "--i-prune", "1",
     "--eval-every", "2", "--eval-episodes", "2",
 ]
+# the fields of TINY that every algorithm reads
+TINY_ANY_ALGO = ["--n-users", "2", "--n-channels", "2", "--horizon", "8", "--hidden-size", "16", "--iterations", "2",
+                 "--envs-per-iteration", "2", "--eval-every", "2", "--eval-episodes", "2"]
 
 
 def build_parser():
@@ -161,9 +164,7 @@ def test_bad_algorithm_combinations_fail_before_writing(tmp_path, capsys, flags,
                                         ("dqn", ["--replay-batch", "2", "--updates-per-iteration", "1"])])
 def test_each_algorithm_trains_through_the_command(tmp_path, capsys, algo, extra):
     out = tmp_path / "run"
-    common = ["--n-users", "2", "--n-channels", "2", "--horizon", "8", "--hidden-size", "16", "--iterations", "2",
-              "--envs-per-iteration", "2", "--eval-every", "2", "--eval-episodes", "2"]
-    assert run(["train", "--out", str(out), "--json", "--algo", algo, *common, *extra]) == 0
+    assert run(["train", "--out", str(out), "--json", "--algo", algo, *TINY_ANY_ALGO, *extra]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert json.loads((out / "config.json").read_text())["algo"] == algo
     assert summary["iterations"] == 2 and len(summary["final_eval_reward_per_seed"]) == 1
@@ -184,3 +185,20 @@ def test_every_environment_field_is_a_train_flag(tmp_path, capsys):
     # a lower SNR range than the default lowers the rate of every success, so the rewards follow the flags
     summary = json.loads(capsys.readouterr().out)
     assert summary["final_eval_reward"] <= 2 * 8 * 3.71  # log2(1 + 12) per success at most
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_observe_snr_flag_trains_on_the_wider_input(tmp_path, capsys, algo):
+    out = tmp_path / "run"
+    extra = ["--replay-batch", "2", "--updates-per-iteration", "1"] if algo == "dqn" else ["--epochs", "1"]
+    assert run(["train", "--out", str(out), "--json", "--algo", algo, *TINY_ANY_ALGO, *extra, "--observe-snr",
+                "--snr-low", "1", "--snr-high", "100"]) == 0
+    assert json.loads((out / "config.json").read_text())["observe_snr"] is True
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)["algo"]
+    first_layer = checkpoint["q" if algo == "dqn" else "actor"]["lstm.weight_ih_l0"]
+    assert first_layer.shape[-1] == 2 + 6  # K + 6 inputs: the SNR feature follows the one-hots
+    if algo == "dqn":  # the replay keeps the feature exactly, between 0 and 1
+        inputs = checkpoint["replay"]["inputs"]
+        assert inputs.dtype == torch.float32 and ((inputs[..., -1] > 0) & (inputs[..., -1] < 1)).any()
+    config = command.config_from_args(build_parser().parse_args(["train", "--out", str(out), "--resume"]))
+    assert config.observe_snr and config.env_config.observe_snr

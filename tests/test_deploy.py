@@ -392,3 +392,81 @@ def test_actors_of_plain_actor_critic_runs_export_too(tmp_path):
     export_actors(tmp_path / "run", tmp_path / "actors.hpz")
     result = replay_evaluation(tmp_path / "run", tmp_path / "actors.hpz")
     assert result["max_logit_diff"] <= 1e-5 and result["different_actions"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- observe_snr
+@pytest.fixture(scope="module")
+def snr_run_dir(tmp_path_factory):
+    """A finished two-seed run whose users observe the SNR (primary users block some transmissions)."""
+    out = tmp_path_factory.mktemp("run-observe-snr")
+    train(tiny_config(prune_mode="masked", observe_snr=True, snr_low=1.0, snr_high=100.0, pu_prob=0.3), out,
+          progress=False)
+    return out
+
+
+def random_features(rng, shape, snr_range=(1.0, 100.0)):
+    """Features of random last actions, feedback and observed rates (0 when idle or blocked), K = 3."""
+    action = rng.integers(0, 4, shape)
+    feedback = np.where(action == 0, 0, rng.choice([1, -1, -2], shape))
+    rate = np.where((action > 0) & (feedback != -2), np.log2(1 + rng.uniform(*snr_range, shape)), 0.0)
+    return observation_features(action, feedback, 3, rate=rate, snr_range=snr_range)
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["sampled", "greedy"])
+def test_actors_that_observe_the_snr_export_and_replay_the_evaluation(snr_run_dir, tmp_path, greedy):
+    path = tmp_path / "actors.hpz"
+    export_actors(snr_run_dir, path, seed=4)
+    metadata, _ = read_hpz(path)
+    assert metadata["architecture"]["input_size"] == 3 + 6 and metadata["environment"]["observe_snr"] is True
+    assert "SNR" in metadata["encoding"]["features"]
+    actor = load_actors(path)[0]
+    assert actor.observe_snr and actor.snr_range == (1.0, 100.0) and actor.input_size == 9
+    result = replay_evaluation(snr_run_dir, path, greedy=greedy)
+    print(result)
+    assert result["max_logit_diff"] <= 1e-5 and result["different_actions"] == 0
+    assert result["reward"] == pytest.approx(result["trained_reward"], rel=1e-12)
+    # the trained actors' own evaluation of the held-out episodes, which encodes the feature as training did
+    assert trained(snr_run_dir).evaluate(20, eval_seed(SEEDS[0]), greedy=greedy)[1] == result["trained_reward"]
+
+
+def test_actors_that_observe_the_snr_on_numpy_and_onnx(snr_run_dir, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    export_actors(snr_run_dir, tmp_path / "actors.hpz")
+    export_actors(snr_run_dir, tmp_path / "actors.onnx", format="onnx")
+    sparse, numpy_actors = load_actors(tmp_path / "actors.hpz"), load_numpy_actors(tmp_path / "actors.hpz")
+    session = ort.InferenceSession(str(tmp_path / "actors.onnx"), providers=["CPUExecutionProvider"])
+    h = np.zeros((3, 2, 4, 16), dtype=np.float32)
+    c = np.zeros_like(h)
+    for actor in (*sparse, *numpy_actors):
+        actor.reset(4)
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        features = random_features(rng, (3, 4))
+        logits, h, c = session.run(None, {"features": features, "h": h, "c": c})
+        for i, (a, b) in enumerate(zip(sparse, numpy_actors)):
+            expected = a.logits(features[i]).numpy()
+            np.testing.assert_allclose(b.logits(features[i]), expected, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(logits[i], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"features must be \(9,\) for batch 1"):
+        load_actors(tmp_path / "actors.hpz")[0].logits(observation_features(1, 1, 3))  # the feature left out
+
+
+def test_deploy_bench_of_actors_that_observe_the_snr(snr_run_dir, tmp_path, capsys):
+    export_actors(snr_run_dir, tmp_path / "actors.hpz", agents=[1])
+    assert main(["deploy-bench", str(tmp_path / "actors.hpz"), "--steps", "20", "--json"]) == 0
+    assert all(us > 0 for us in json.loads(capsys.readouterr().out)["step_us"].values())
+
+
+def test_observation_features_with_the_rate():
+    rate = np.log2(1 + np.array([0.0, 25.75, 100.0, 1.0]))
+    rate[0] = 0.0  # idle
+    actions, feedback = np.array([0, 2, 1, 3]), np.array([0, -1, 1, 1])
+    features = observation_features(actions, feedback, 3, rate=rate, snr_range=(1.0, 100.0))
+    assert features.shape == (4, 9) and features.dtype == np.float32
+    np.testing.assert_array_equal(features[:, :8], observation_features(actions, feedback, 3))
+    np.testing.assert_allclose(features[:, 8], [0, 0.25, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(observation_features(2, 1, 3, rate=np.log2(51.5), snr_range=(1.0, 100.0))[8], 0.5,
+                               atol=1e-6)  # scalars too
+    for rate, snr_range in ((1.0, None), (None, (1.0, 100.0))):
+        with pytest.raises(ValueError, match="rate and snr_range go together"):
+            observation_features(1, 1, 3, rate=rate, snr_range=snr_range)

@@ -7,7 +7,8 @@ import numba
 import numpy as np
 import pytest
 
-from hapruned.env import FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, encode_observations, observation_size
+from hapruned.env import (FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, encode_env_observations, encode_observations,
+                          observation_size, snr_quantile)
 
 
 def play_episode(env, actions, seed=None):
@@ -174,6 +175,24 @@ def test_slotted_aloha_matches_its_closed_form_and_the_paper_anchor(setup, ancho
     assert abs(totals.mean() - anchor) < 0.01 * anchor  # docs/design.md §1 sanity anchor
 
 
+def test_observed_rate_is_the_rate_of_every_transmission_no_primary_user_blocked():
+    config = DSAConfig.setup("B", n_users=6, n_channels=3, horizon=40)  # crowded: NACKs, blocks and idle users
+    env = BatchedDSAEnv(config, 20, seed=3, copy=False)
+    outcomes = set()
+    for episode in range(2):
+        env.reset()
+        assert np.all(env.observed_rate == 0)  # also after an episode that ended with transmissions
+        for step_actions in random_actions(config, 20, seed=episode):
+            obs, _, throughput, _ = env.step(step_actions)
+            action, code = obs[..., 0], obs[..., 1]
+            snr = np.take_along_axis(env.snr, np.maximum(action - 1, 0)[..., None], axis=-1)[..., 0]
+            expected = np.where((action > 0) & (code != -2), np.log2(1 + snr), 0.0)
+            np.testing.assert_array_equal(env.observed_rate, expected)
+            np.testing.assert_array_equal(throughput, np.where(code == 1, env.observed_rate, 0.0))
+            outcomes.update(code[env.observed_rate > 0].tolist())
+    assert outcomes == {1, -1}  # collided transmissions observe their channel's rate too
+
+
 # ---------------------------------------------------------------------------- validation
 
 
@@ -269,6 +288,7 @@ def test_config_must_be_a_dsa_config():
         ("snr_high", 29.0), ("snr_high", float("nan")), ("snr_high", float("inf")), ("snr_high", None),
         ("pu_prob", -0.1), ("pu_prob", 1.1), ("pu_prob", float("nan")), ("pu_prob", (0.1, 0.2)),
         ("pu_prob", ((0.1,) * 5,) * 2), ("pu_prob", "abc"), ("pu_prob", (0.1, 0.2, 0.3, 0.4, 2.0)),
+        ("observe_snr", 1), ("observe_snr", "true"), ("observe_snr", None),
     ],
 )
 def test_bad_config_field_raises_value_error_naming_it(field, value):
@@ -346,6 +366,49 @@ def test_encoder_batched_shapes_and_out_buffer():
 def test_encoder_rejects_bad_input(obs, n_channels, match):
     with pytest.raises(ValueError, match=match):
         encode_observations(obs, n_channels)
+
+
+def test_snr_quantile_scales_the_observed_snr_over_its_range():
+    low, high = 1.0, 100.0
+    snr = np.array([1.0, 25.75, 50.5, 100.0, 0.5, 400.0])
+    np.testing.assert_allclose(snr_quantile(np.log2(1 + snr), low, high), [0, 0.25, 0.5, 1, 0, 1], atol=1e-6)
+    assert snr_quantile(np.log2(1 + snr), low, high).dtype == np.float32
+    assert snr_quantile(np.zeros((2, 3)), low, high).tolist() == [[0.0] * 3] * 2  # idle or blocked
+    assert snr_quantile(np.array([0.0, np.log2(31.0)]), 30.0, 30.0).tolist() == [0.0, 1.0]  # one SNR: 1 if seen
+    for bad in (np.array([-1.0]), np.array([np.nan]), np.array([np.inf])):
+        with pytest.raises(ValueError, match="rate must be"):
+            snr_quantile(bad, low, high)
+    with pytest.raises(ValueError, match="snr_high"):
+        snr_quantile(np.zeros(2), 5.0, 4.0)
+
+
+def test_encoder_with_the_snr_feature():
+    config = DSAConfig.setup("B", n_users=4, n_channels=3, horizon=30, observe_snr=True, snr_low=1, snr_high=100)
+    assert observation_size(3, observe_snr=True) == 9 and observation_size(3) == 8
+    env = BatchedDSAEnv(config, 6, seed=2, copy=False)
+    env.reset()
+    for step_actions in random_actions(config, 6, seed=1):
+        obs, _, _, _ = env.step(step_actions)
+        encoded = encode_env_observations(config, obs, env.observed_rate)
+        assert encoded.shape == (6, 4, 9) and encoded.dtype == np.float32
+        np.testing.assert_array_equal(encoded[..., :8], encode_observations(obs, 3))  # the one-hots come first
+        quantile = (np.exp2(env.observed_rate) - 1 - 1) / 99
+        np.testing.assert_allclose(encoded[..., 8], np.where(env.observed_rate > 0, quantile, 0), atol=1e-6)
+    # without observe_snr the rate is ignored; out buffers of the wider shape are filled the same way
+    plain = config.replace(observe_snr=False)
+    np.testing.assert_array_equal(encode_env_observations(plain, obs, env.observed_rate), encode_observations(obs, 3))
+    out = np.full((6, 4, 9), 7.0, dtype=np.float32)
+    assert encode_env_observations(config, obs, env.observed_rate, out=out) is out
+    np.testing.assert_array_equal(out, encoded)
+
+
+@pytest.mark.parametrize("feature, match", [
+    (np.zeros(3), "shape"), (np.zeros((2, 1)), "shape"), (np.full(2, 1.5), r"\[0, 1\]"),
+    (np.full(2, -0.1), r"\[0, 1\]"), (np.full(2, np.nan), r"\[0, 1\]"),
+])
+def test_encoder_rejects_a_bad_snr_feature(feature, match):
+    with pytest.raises(ValueError, match=f"snr_feature.*{match}"):
+        encode_observations(np.zeros((2, 2), dtype=np.int64), 3, snr_feature=feature)
 
 
 def test_rng_states_round_trip_replays_the_episode():

@@ -1,18 +1,31 @@
 """The batched numba environment against the plain NumPy reference, driven by the same random draws.
 
 The batched environment runs as usual; its SNR matrix at reset and its primary-user state before
-each step are handed to one ReferenceDSAEnv per environment. Observations, per-user throughputs
-and done flags must be identical. The shared reward is compared within a rounding bound: both sum
+each step are handed to one ReferenceDSAEnv per environment. Observations, per-user throughputs,
+observed rates and done flags must be identical. The shared reward is compared within a rounding bound: both sum
 the same (bit-identical) per-user throughputs, the kernel in user order and NumPy pairwise, and two
 orders of summing N non-negative terms differ by at most about N ulps of the total.
+
+With ``observe_snr`` the feature the networks read from the batched environment's observed rates must
+be the reference's SNR of each transmission not blocked by a primary user, scaled over the SNR range.
 """
 
 import numpy as np
 import pytest
-from hapruned.env import BatchedDSAEnv, DSAConfig
+from hapruned.env import BatchedDSAEnv, DSAConfig, encode_env_observations
 from hapruned.env.reference import ReferenceDSAEnv
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+
+def reference_snr_feature(reference, obs):
+    """The SNR feature of docs/design.md §1 from the reference's SNR matrix and observations (N, 2)."""
+    cfg = reference.config
+    action, code = obs[:, 0], obs[:, 1]
+    snr = reference.snr[np.arange(cfg.n_users), np.maximum(action - 1, 0)]
+    width = cfg.snr_high - cfg.snr_low
+    quantile = np.clip((snr - cfg.snr_low) / width, 0, 1) if width > 0 else np.ones(cfg.n_users)
+    return np.where((action > 0) & (code != -2), quantile, 0.0)
 
 
 def drive_both(config, num_envs, seed, episodes, action_seed):
@@ -25,6 +38,7 @@ def drive_both(config, num_envs, seed, episodes, action_seed):
         obs = env.reset()
         for b, reference in enumerate(references):
             np.testing.assert_array_equal(reference.reset(snr=env.snr[b]), obs[b])
+            np.testing.assert_array_equal(reference.observed_rate, env.observed_rate[b])
         # mostly idle users in some episodes, crowded channels in others
         idle_prob = rng.random()
         for _ in range(config.horizon):
@@ -36,7 +50,15 @@ def drive_both(config, num_envs, seed, episodes, action_seed):
                 ref_obs, ref_reward, ref_throughput, ref_done = reference.step(actions[b], pu_busy=pu_busy[b])
                 np.testing.assert_array_equal(obs[b], ref_obs)
                 np.testing.assert_array_equal(throughput[b], ref_throughput)
+                np.testing.assert_array_equal(env.observed_rate[b], reference.observed_rate)
                 assert done[b] == ref_done
+                if config.observe_snr:
+                    # the feature recovers the SNR from the rate: a few ulps of 1 + snr, over the range's width
+                    width = config.snr_high - config.snr_low
+                    tolerance = 1e-6 + (1e-14 * (1 + config.snr_high) / width if width > 0 else 0)
+                    features = encode_env_observations(config, obs[b], env.observed_rate[b])
+                    expected = reference_snr_feature(reference, ref_obs)
+                    np.testing.assert_allclose(features[:, -1], expected, atol=tolerance)
                 bound = config.n_users * np.finfo(np.float64).eps * ref_reward
                 assert abs(reward[b] - ref_reward) <= bound, (reward[b], ref_reward)
             for code in np.unique(obs[..., 1]).tolist():
@@ -45,9 +67,10 @@ def drive_both(config, num_envs, seed, episodes, action_seed):
     return codes_seen
 
 
+@pytest.mark.parametrize("observe_snr", [False, True])
 @pytest.mark.parametrize("setup", ["A", "B"])
-def test_paper_setups_match_the_reference(setup):
-    config = DSAConfig.setup(setup)
+def test_paper_setups_match_the_reference(setup, observe_snr):
+    config = DSAConfig.setup(setup, observe_snr=observe_snr)
     codes_seen = drive_both(config, num_envs=6, seed=2, episodes=2, action_seed=3)
     # the comparison covered every outcome the setup can produce
     assert set(codes_seen) == ({0, 1, -1} if setup == "A" else {0, 1, -1, -2})
@@ -67,6 +90,7 @@ def configs(draw):
         snr_low=snr_low,
         snr_high=snr_low + snr_width,
         pu_prob=pu_prob,
+        observe_snr=draw(st.booleans()),
     )
 
 

@@ -127,6 +127,17 @@ def test_a_run_directory_of_another_config_is_refused(tmp_path):
         run.check_config()
 
 
+@pytest.mark.parametrize("method", ["linear", "sticky"])
+def test_run_directories_written_before_observe_snr_existed_are_accepted(tmp_path, method):
+    (run,) = reproduce_runs(tmp_path, TINY, ["A"], [method], [0])
+    identity = run.identity()
+    values = identity.get("env", identity)  # a scheme's config.json holds its environment under "env"
+    del values["observe_snr"]
+    run.path.mkdir(parents=True)
+    (run.path / "config.json").write_text(json.dumps(identity))
+    run.check_config()
+
+
 def test_schemes_play_the_held_out_episodes_of_the_learned_runs(tmp_path, monkeypatch):
     """Every slot's SNRs and primary-user states are the same in a scheme's evaluation and in the
     trainer's evaluation of the same seed."""

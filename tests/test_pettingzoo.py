@@ -10,14 +10,15 @@ import pytest
 
 pytest.importorskip("pettingzoo")
 
-from hapruned.env import BatchedDSAEnv, DSAConfig, encode_observations  # noqa: E402
+from hapruned.env import BatchedDSAEnv, DSAConfig, encode_env_observations  # noqa: E402
 from hapruned.env.pettingzoo import DSAParallelEnv  # noqa: E402
 from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
 
 
+@pytest.mark.parametrize("observe_snr", [False, True])
 @pytest.mark.parametrize("setup", ["A", "B"])
-def test_parallel_api(setup):
-    config = DSAConfig.setup(setup, horizon=25)
+def test_parallel_api(setup, observe_snr):
+    config = DSAConfig.setup(setup, horizon=25, observe_snr=observe_snr)
     env = DSAParallelEnv(config, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the checker reports some problems only as warnings
@@ -28,13 +29,15 @@ def test_parallel_seed():
     parallel_seed_test(lambda: DSAParallelEnv(DSAConfig.setup("B", horizon=20)), num_cycles=50)
 
 
-def test_spaces_rewards_and_end_of_episode_match_the_batched_env():
-    config = DSAConfig.setup("B", n_users=4, n_channels=3, horizon=6)
+@pytest.mark.parametrize("observe_snr, features", [(False, 8), (True, 9)])
+def test_spaces_rewards_and_end_of_episode_match_the_batched_env(observe_snr, features):
+    config = DSAConfig.setup("B", n_users=4, n_channels=3, horizon=6, observe_snr=observe_snr, snr_low=1, snr_high=100)
     env = DSAParallelEnv(config, seed=5)
     batched = BatchedDSAEnv(config, 1, seed=5)
     agents = ["user_0", "user_1", "user_2", "user_3"]
     assert env.possible_agents == agents and env.agents == []
-    assert env.observation_space("user_2").shape == (8,) and env.observation_space("user_2").dtype == np.float32
+    assert env.observation_space("user_2").shape == (features,)
+    assert env.observation_space("user_2").dtype == np.float32
     assert env.action_space("user_2").n == 4
 
     observations, infos = env.reset(seed=9)
@@ -43,8 +46,9 @@ def test_spaces_rewards_and_end_of_episode_match_the_batched_env():
     rng = np.random.default_rng(0)
     for t in range(config.horizon):
         joint = rng.integers(0, 4, size=(1, 4))
+        expected = encode_env_observations(config, batched_obs[0], batched.observed_rate[0])
         for n, agent in enumerate(agents):
-            np.testing.assert_array_equal(observations[agent], encode_observations(batched_obs[0, n], 3))
+            np.testing.assert_array_equal(observations[agent], expected[n])
             assert env.observation_space(agent).contains(observations[agent])
         observations, rewards, terminations, truncations, infos = env.step(
             {agent: int(joint[0, n]) for n, agent in enumerate(agents)}

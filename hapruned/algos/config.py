@@ -77,6 +77,7 @@ class TrainConfig:
     snr_low: Optional[float] = field(default=None, metadata={**_ENV_FIELDS["snr_low"].metadata, "parse": float, "help": _ENV_FIELDS["snr_low"].metadata["help"] + " (default: the setup's, 30)"})
     snr_high: Optional[float] = field(default=None, metadata={**_ENV_FIELDS["snr_high"].metadata, "parse": float, "help": _ENV_FIELDS["snr_high"].metadata["help"] + " (default: the setup's, 40)"})
     pu_prob: Optional[PuProb] = field(default=None, metadata={**_ENV_FIELDS["pu_prob"].metadata, "help": _ENV_FIELDS["pu_prob"].metadata["help"] + " (default: the setup's, A 0, B 0.2)"})
+    observe_snr: bool = field(default=False, metadata=_ENV_FIELDS["observe_snr"].metadata)
     # pruning
     method: str = field(default="harmonic", metadata={"help": "sparsity schedule of the actors: " + " | ".join(METHODS)})
     sparsity: float = field(default=0.95, metadata={"help": "final actor sparsity p_final in [0, 1) (ignored by dense; pai: its fixed masks' sparsity)"})
@@ -204,10 +205,11 @@ class TrainConfig:
 
     @property
     def env_config(self) -> DSAConfig:
-        """The environment: the paper's ``setup`` with this config's sizes and any SNR or primary-user
-        value given here."""
+        """The environment: the paper's ``setup`` with this config's sizes, its ``observe_snr`` and any SNR or
+        primary-user value given here."""
         given = {name: getattr(self, name) for name in ("snr_low", "snr_high", "pu_prob") if getattr(self, name) is not None}
-        return DSAConfig.setup(self.setup, n_users=self.n_users, n_channels=self.n_channels, horizon=self.horizon, **given)
+        return DSAConfig.setup(self.setup, n_users=self.n_users, n_channels=self.n_channels, horizon=self.horizon,
+                               observe_snr=self.observe_snr, **given)
 
     @property
     def schedule_period(self) -> float:

@@ -8,7 +8,8 @@ environments x agents, so no loop over agents.
 - Acting: epsilon-greedy on the Q-values; epsilon falls linearly from ``epsilon_start`` to
   ``epsilon_end`` over the first ``epsilon_decay`` fraction of the iterations.
 - Replay: a preallocated ring buffer of whole episodes (``replay_capacity`` per seed), stored as the
-  one-hot inputs and actions (uint8) and the raw rewards; rewards are scaled at sampling time by the
+  inputs (uint8 one-hots; float32 with ``observe_snr``, whose SNR feature uint8 cannot hold), the
+  actions (uint8) and the raw rewards; rewards are scaled at sampling time by the
   current running return std (``normalize_rewards``), so old and new episodes share one scale.
 - Update: ``updates_per_iteration`` times, ``replay_batch`` episodes drawn uniformly (with
   replacement) run through the online and target networks from zero states (full sequences, as
@@ -50,12 +51,14 @@ def double_dqn_targets(rewards: torch.Tensor, q_online: torch.Tensor, q_target: 
 
 
 class EpisodeReplay:
-    """A ring buffer of whole episodes per seed, preallocated: inputs uint8 (S, C, T, N, F), actions
-    uint8 (S, C, T, N), raw rewards float64 (S, C, T). Every seed stores the same number of episodes."""
+    """A ring buffer of whole episodes per seed, preallocated: inputs (S, C, T, N, F), actions uint8
+    (S, C, T, N), raw rewards float64 (S, C, T). Every seed stores the same number of episodes. The inputs
+    are stored exactly, as ``input_dtype``: uint8 holds the one-hot features, float32 the SNR feature too."""
 
-    def __init__(self, seeds: int, capacity: int, horizon: int, agents: int, features: int, device):
+    def __init__(self, seeds: int, capacity: int, horizon: int, agents: int, features: int, device,
+                 input_dtype: torch.dtype = torch.uint8):
         self.capacity = capacity
-        self.inputs = torch.zeros(seeds, capacity, horizon, agents, features, dtype=torch.uint8, device=device)
+        self.inputs = torch.zeros(seeds, capacity, horizon, agents, features, dtype=input_dtype, device=device)
         self.actions = torch.zeros(seeds, capacity, horizon, agents, dtype=torch.uint8, device=device)
         self.rewards = torch.zeros(seeds, capacity, horizon, dtype=torch.float64, device=device)
         self.position, self.size = 0, 0
@@ -65,7 +68,7 @@ class EpisodeReplay:
         T, S, B = rewards.shape
         N = actions.shape[1] // S
         slots = (self.position + torch.arange(B)) % self.capacity
-        self.inputs[:, slots] = inputs.view(T, S, N, B, -1).permute(1, 3, 0, 2, 4).to(torch.uint8)
+        self.inputs[:, slots] = inputs.view(T, S, N, B, -1).permute(1, 3, 0, 2, 4).to(self.inputs.dtype)
         self.actions[:, slots] = actions.view(T, S, N, B).permute(1, 3, 0, 2).to(torch.uint8)
         self.rewards[:, slots] = rewards.permute(1, 2, 0).to(self.rewards)
         self.position = (self.position + B) % self.capacity
@@ -111,7 +114,8 @@ class RecurrentDQN(Learner):
                 init_group_(module, s, init)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.actor_lr, fused=True)
-        self.replay = EpisodeReplay(S, cfg.replay_capacity, cfg.horizon, self.N, self.F, self.device)
+        self.replay = EpisodeReplay(S, cfg.replay_capacity, cfg.horizon, self.N, self.F, self.device,
+                                    torch.float32 if cfg.observe_snr else torch.uint8)
         self.sample_generator = torch.Generator().manual_seed(mix_seeds(self.seeds, 2))
         self.updates = 0
         self.epsilon = cfg.epsilon_start

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hapruned.algos.config import TrainConfig
-from hapruned.env import BatchedDSAEnv, encode_observations, observation_size
+from hapruned.env import BatchedDSAEnv, encode_env_observations, observation_size
 from hapruned.env.rng import seed_states
 from hapruned.validation import check_integer
 
@@ -76,7 +76,7 @@ def clip_grad_norm_per_group(params, max_norm: float) -> torch.Tensor:
 
 class Learner:
     """Shapes: S training seeds, N agents, G = S*N agent groups, B = envs_per_iteration, T = horizon,
-    K channels, F = K + 5 input features, A = K + 1 actions."""
+    K channels, F = K + 5 input features (K + 6 with ``observe_snr``), A = K + 1 actions."""
 
     def __init__(self, config: TrainConfig):
         if not isinstance(config, TrainConfig):
@@ -87,7 +87,7 @@ class Learner:
         self.seeds = cfg.seed_list
         S, N, K = len(self.seeds), cfg.n_users, cfg.n_channels
         self.S, self.N, self.K, self.G = S, N, K, S * N
-        self.F = observation_size(K)
+        self.F = observation_size(K, self.env_config.observe_snr)
         # Action sampling draws on the device where the networks live.
         self.generator = torch.Generator(device=self.device).manual_seed(mix_seeds(self.seeds, 1))
         self.reward_normalizer = ReturnNormalizer(S, cfg.gamma)
@@ -108,9 +108,10 @@ class Learner:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ rollout
-    def _encode(self, obs: np.ndarray, buffer: np.ndarray, batch: int) -> torch.Tensor:
-        """obs int64 (S*batch, N, 2), seed-major -> grouped input (G, batch, F)."""
-        encode_observations(obs, self.K, out=buffer)
+    def _encode(self, obs: np.ndarray, observed_rate: np.ndarray, buffer: np.ndarray, batch: int) -> torch.Tensor:
+        """obs int64 (S*batch, N, 2) and the env's observed rates (S*batch, N), seed-major -> grouped input
+        (G, batch, F)."""
+        encode_env_observations(self.env_config, obs, observed_rate, out=buffer)
         x = torch.from_numpy(buffer).view(self.S, batch, self.N, self.F).transpose(1, 2)
         return x.reshape(self.G, batch, self.F).to(self.device)
 
@@ -135,7 +136,7 @@ class Learner:
         log_probs = []
         state = None
         for t in range(T):
-            x = self._encode(obs, buffer, batch)
+            x = self._encode(obs, env.observed_rate, buffer, batch)
             action, log_prob, state = self._act(x, state, generator, training, greedy)
             if record:
                 inputs[t], actions[t] = x, action

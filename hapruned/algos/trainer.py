@@ -35,6 +35,7 @@ from tqdm import tqdm
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
+from hapruned.env import observation_size
 from hapruned.resources import check_memory
 from hapruned.validation import check_integer
 
@@ -46,6 +47,11 @@ SUMMARY_FILE = "summary.json"
 # Evaluation environments are seeded far from any training seed, so held-out episodes never
 # coincide with training ones.
 EVAL_SEED_OFFSET = 1 << 40
+
+
+# Fields added after run directories were first written, with the value that older runs had implicitly: a
+# saved config without one compares as if it held that value, so those runs still resume.
+LATER_FIELDS = {"observe_snr": False}
 
 
 # The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
@@ -205,13 +211,14 @@ def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
     """Rough bytes of the large parts of a run (see ``hapruned.resources.check_memory``); each part
     names the flags it grows with."""
     S, N, K, T, H, L = len(config.seed_list), config.n_users, config.n_channels, config.horizon, config.hidden_size, config.num_layers
-    F, A, B, G = K + 5, K + 1, config.envs_per_iteration, S * N
+    F, A, B, G = observation_size(K, config.observe_snr), K + 1, config.envs_per_iteration, S * N
     per_network = 4 * H * (F + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + A * (H + 1)  # weights of one LSTM + head
     networks = 4 * 6 * per_network * G * (2 if config.algo != "dqn" else 1)  # + critic, grads, Adam, masks
     # training: the recorded rollout and the sequence ops' saved activations (gates, states) with gradients
     sequences = G * B if config.algo == "dqn" else 2 * G * B // config.minibatches
     training = 4 * T * (G * B * (F + 4) + 2 * 6 * H * L * sequences)
-    replay = S * config.replay_capacity * T * (N * (F + 1) + 8) if config.algo == "dqn" else 0
+    input_bytes = 4 if config.observe_snr else 1  # the replay's inputs: float32 with the SNR feature, else uint8
+    replay = S * config.replay_capacity * T * (N * (input_bytes * F + 1) + 8) if config.algo == "dqn" else 0
     # evaluation: S x eval_episodes environments (SNRs and rates float64) and the recurrent states
     evaluation = S * config.eval_episodes * N * (8 * (2 * K + 4) + 4 * F + 4 * H * (2 * L + 12))
     return {
@@ -301,8 +308,9 @@ def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
     keys = {"iteration", "algo", "torch_rng", "trainer", "config"}
     if not isinstance(saved, dict) or not keys <= saved.keys():
         raise RunDirError(_damaged(path, "it is not a hapruned checkpoint"))
-    if saved["config"] != config:
-        differing = sorted(k for k in saved["config"].keys() | config.keys() if saved["config"].get(k) != config.get(k))
+    saved_config = with_later_fields(saved["config"])
+    if saved_config != config:
+        differing = sorted(k for k in saved_config.keys() | config.keys() if saved_config.get(k) != config.get(k))
         raise RunDirError(_damaged(path, f"it was written by another run (its config differs from {CONFIG_FILE} "
                                          f"in {', '.join(differing)})"))
     if not (isinstance(saved["iteration"], int) and 0 <= saved["iteration"] <= iterations):
@@ -332,7 +340,15 @@ def _interrupt_note(out: Path, where):
         ) from None
 
 
+def with_later_fields(saved: dict) -> dict:
+    """A saved config (or a dict holding one, e.g. under ``env``) with ``LATER_FIELDS`` that it lacks."""
+    if "n_users" in saved:
+        saved = {**LATER_FIELDS, **saved}
+    return {key: with_later_fields(value) if isinstance(value, dict) else value for key, value in saved.items()}
+
+
 def check_same_config(saved: dict, current: dict, out: Path) -> None:
+    saved = with_later_fields(saved)
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: run has {saved.get(key)!r}, given {current.get(key)!r}" for key in differing)

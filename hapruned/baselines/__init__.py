@@ -6,7 +6,7 @@ Every scheme is a :class:`Policy`; :func:`evaluate` plays it on the batched simu
 from hapruned.baselines.aloha import SlottedAloha, optimal_aloha_p
 from hapruned.baselines.base import Policy, evaluate
 from hapruned.baselines.oca import OpportunisticChannelAware
-from hapruned.baselines.oracle import MAX_ORACLE_CHANNELS, Oracle, max_weight_matching
+from hapruned.baselines.oracle import Oracle, decentralised_bound, max_weight_matching, mean_rate
 from hapruned.baselines.sticky import StickyAccess
 
 # name on the command line -> scheme class
@@ -18,14 +18,15 @@ SCHEMES = {
 }
 
 __all__ = [
-    "MAX_ORACLE_CHANNELS",
     "OpportunisticChannelAware",
     "Oracle",
     "Policy",
     "SCHEMES",
     "SlottedAloha",
     "StickyAccess",
+    "decentralised_bound",
     "evaluate",
     "max_weight_matching",
+    "mean_rate",
     "optimal_aloha_p",
 ]

@@ -19,7 +19,8 @@ class Policy:
     ``obs`` is ``int64[B, N, 2]`` (each user's last action and feedback, as the env returns it) and
     ``throughput`` is ``float[B, N]``, each user's own throughput in the last slot (``log2(1 + SNR)``
     on an ACK, which is the SNR feedback a user receives; zero at the start of an episode).
-    Decentralised schemes read only their own user's row; ``env`` is there for the oracle.
+    ``env`` is there for the oracle, and for the rate each user observes with ``config.observe_snr``
+    (``env.observed_rate[B, N]``); decentralised schemes read only their own user's entries.
     """
 
     def reset(self, num_envs: int, config: DSAConfig, rng: np.random.Generator) -> None:

@@ -25,15 +25,24 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "FORMATS", "observation_features"])
 
 
-def observation_features(last_action, last_feedback, n_channels: int) -> np.ndarray:
+def observation_features(last_action, last_feedback, n_channels: int, rate=None, snr_range=None) -> np.ndarray:
     """The actor input of a step from the user's last action (0 = idle, 1..K) and the feedback it got
     (0 idle, 1 ACK, -1 NACK, -2 busy; an episode starts from action 0, feedback 0), as in training:
     float32 (..., K + 5), one-hot(action, K + 1) followed by one-hot(feedback, 4). Scalars or arrays
-    (one entry per environment)."""
-    from hapruned.env.encoding import encode_observations
+    (one entry per environment).
 
-    action, feedback = np.broadcast_arrays(np.asarray(last_action), np.asarray(last_feedback))
-    return encode_observations(np.stack([action, feedback], axis=-1), n_channels)
+    For actors trained with ``observe_snr`` (``actor.observe_snr``), also give ``rate``, the rate
+    log2(1 + SNR) of the last transmission (0 when idle or blocked, and at an episode's start), and
+    ``snr_range`` = (snr_low, snr_high) of training (``actor.snr_range``): the features are then
+    (..., K + 6), the last one the feature ``hapruned.env.encoding.snr_quantile`` makes of the rate."""
+    from hapruned.env.encoding import encode_observations, snr_quantile
+
+    if (rate is None) != (snr_range is None):
+        raise ValueError("rate and snr_range go together: give both (actors trained with observe_snr) or neither")
+    arrays = np.broadcast_arrays(np.asarray(last_action), np.asarray(last_feedback),
+                                 np.asarray(0.0 if rate is None else rate))
+    feature = None if rate is None else snr_quantile(arrays[2], *snr_range)
+    return encode_observations(np.stack(arrays[:2], axis=-1), n_channels, snr_feature=feature)
 
 
 def __getattr__(name: str):

@@ -21,9 +21,10 @@ def _torch_index(col_idx: np.ndarray) -> torch.Tensor:
 class SparseActor(ExportedActor):
     """One agent's exported actor and its LSTM state, for B environments stepped together.
 
-    ``reset(batch)`` zeroes the state; ``logits(features)`` takes the features of this step, (K + 5,)
-    when batch = 1 or (batch, K + 5) (see ``hapruned.deploy.observation_features``), advances the state
-    and returns the logits over the K + 1 actions, (K + 1,) or (batch, K + 1); ``act`` returns actions.
+    ``reset(batch)`` zeroes the state; ``logits(features)`` takes the features of this step, (F,) when
+    batch = 1 or (batch, F) with F = ``input_size`` (see ``hapruned.deploy.observation_features``),
+    advances the state and returns the logits over the K + 1 actions, (K + 1,) or (batch, K + 1);
+    ``act`` returns actions.
     """
 
     def __init__(self, weights: ActorWeights, metadata: dict):
@@ -44,7 +45,7 @@ class SparseActor(ExportedActor):
         self._c = [torch.zeros(batch, self.hidden_size) for _ in range(self.num_layers)]
 
     def logits(self, features) -> torch.Tensor:
-        """One step: features (K + 5,) or (batch, K + 5) -> logits (K + 1,) or (batch, K + 1)."""
+        """One step: features (F,) or (batch, F), F = ``input_size`` -> logits (K + 1,) or (batch, K + 1)."""
         if isinstance(features, torch.Tensor):
             x = features.to(torch.float32)
         else:  # from_numpy shares the array: a few times faster than torch.as_tensor(..., dtype=...)

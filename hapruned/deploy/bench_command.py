@@ -46,6 +46,7 @@ def step_latency(step, steps: int, blocks: int = 5) -> float:
 
 
 def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import numpy as np
     import torch
 
     from hapruned.deploy import observation_features
@@ -73,9 +74,10 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     torch.save(dense, buffer)
     file_bytes, dense_bytes = Path(args.file).stat().st_size, buffer.getbuffer().nbytes
 
-    n_channels = metadata["environment"]["n_channels"]
-    features = observation_features(1, 1, n_channels)  # a transmission on channel 1 that got an ACK
     sparse, numpy_actor = SparseActor(weights, metadata), NumpyActor(weights, metadata)
+    # a transmission on channel 1 that got an ACK (at the top of the SNR range, if the actor observes it)
+    rate = {"rate": np.log2(1 + sparse.snr_range[1]), "snr_range": sparse.snr_range} if sparse.observe_snr else {}
+    features = observation_features(1, 1, sparse.n_channels, **rate)
     lstm, head = dense_torch_actor(weights, metadata)
     x = torch.from_numpy(features).view(1, 1, -1)
     state = [None]

@@ -20,7 +20,7 @@ import torch
 import hapruned
 from hapruned.deploy import FORMATS
 from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
-from hapruned.env.encoding import FEEDBACK_CODES
+from hapruned.env.encoding import FEEDBACK_CODES, observation_size
 
 
 # The learners whose checkpoints hold a GroupedActor per seed.
@@ -118,16 +118,18 @@ def actor_metadata(config, seed: int, iteration: int | None) -> dict:
     """The metadata of actors trained with ``config`` (a TrainConfig): architecture, environment,
     observation encoding and where they come from."""
     env = config.env_config
+    features = "one-hot(last action, n_channels + 1) + one-hot(last feedback, 4)"
+    if env.observe_snr:
+        features += (" + the SNR of the last transmission (free of primary users, collided or not) scaled "
+                     "from [snr_low, snr_high] to [0, 1], 0 when idle or blocked")
     return {
         "architecture": {
-            "cell": "lstm", "input_size": env.n_channels + 5, "hidden_size": config.hidden_size,
-            "num_layers": config.num_layers, "n_actions": env.n_channels + 1, "gate_order": "ifgo",
+            "cell": "lstm", "input_size": observation_size(env.n_channels, env.observe_snr),
+            "hidden_size": config.hidden_size, "num_layers": config.num_layers, "n_actions": env.n_channels + 1,
+            "gate_order": "ifgo",
         },
         "environment": json.loads(json.dumps(dataclasses.asdict(env))),
-        "encoding": {
-            "features": "one-hot(last action, n_channels + 1) + one-hot(last feedback, 4)",
-            "feedback_codes": list(FEEDBACK_CODES),
-        },
+        "encoding": {"features": features, "feedback_codes": list(FEEDBACK_CODES)},
         "source": {
             "seed": seed, "iteration": iteration, "method": config.method, "prune_mode": config.prune_mode,
             "hapruned_version": hapruned.__version__,

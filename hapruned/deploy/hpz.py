@@ -96,13 +96,17 @@ class ActorWeights:
 
 class ExportedActor:
     """What every exported actor of a file has: ``agent`` (its index in the run), ``n_channels`` K,
-    ``input_size`` (K + 5), ``hidden_size``, ``num_layers``, ``n_actions`` (K + 1) and ``batch`` (the
-    environments it steps); subclasses hold the weights and the LSTM state (``_zero_state``)."""
+    ``observe_snr`` (whether its input holds the SNR feature) and ``snr_range`` (snr_low, snr_high) of
+    training, ``input_size`` (K + 5, or K + 6 with ``observe_snr``), ``hidden_size``, ``num_layers``,
+    ``n_actions`` (K + 1) and ``batch`` (the environments it steps); subclasses hold the weights and the
+    LSTM state (``_zero_state``)."""
 
     def __init__(self, weights: ActorWeights, metadata: dict):
-        arch = metadata["architecture"]
+        arch, env = metadata["architecture"], metadata["environment"]
         self.agent = weights.agent
-        self.n_channels = metadata["environment"]["n_channels"]
+        self.n_channels = env["n_channels"]
+        self.observe_snr = env.get("observe_snr", False)  # files written before the option have none
+        self.snr_range = (env["snr_low"], env["snr_high"])
         self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
         self.num_layers, self.n_actions = arch["num_layers"], arch["n_actions"]
 
@@ -117,8 +121,8 @@ class ExportedActor:
         raise NotImplementedError
 
     def _one_environment(self, shape) -> bool:
-        """Whether features of ``shape`` are one environment's, (K + 5,) at batch 1, rather than
-        (batch, K + 5); ValueError for any other shape."""
+        """Whether features of ``shape`` are one environment's, (input_size,) at batch 1, rather than
+        (batch, input_size); ValueError for any other shape."""
         if tuple(shape) == (self.batch, self.input_size):
             return False
         if self.batch == 1 and tuple(shape) == (self.input_size,):

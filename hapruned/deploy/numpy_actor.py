@@ -69,7 +69,8 @@ class NumpyActor(ExportedActor):
         self._c = [np.zeros((batch, self.hidden_size), dtype=np.float32) for _ in range(self.num_layers)]
 
     def logits(self, features) -> np.ndarray:
-        """One step: features (K + 5,) or (batch, K + 5) -> float32 logits (K + 1,) or (batch, K + 1)."""
+        """One step: features (F,) or (batch, F), F = ``input_size`` -> float32 logits (K + 1,) or
+        (batch, K + 1)."""
         x = np.asarray(features, dtype=np.float32)
         single = self._one_environment(x.shape)
         if single:

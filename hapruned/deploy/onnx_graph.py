@@ -1,10 +1,11 @@
 """Exported actors as one ONNX graph (opset 17) for ONNX Runtime: dense float32 weights, zeros included,
 in the standard ``LSTM`` operator, one step per call.
 
-Inputs: ``features`` (agents, batch, K + 5), ``h`` and ``c`` (agents, layers, batch, H), the state
-before the step (zeros at an episode's start). Outputs: ``logits`` (agents, batch, K + 1) and the
-state after the step, ``h_out`` and ``c_out``. Agent axis order: the exported agents, as listed in
-the graph's metadata ``agents``. Needs the ``onnx`` package (``pip install hapruned[onnx]``).
+Inputs: ``features`` (agents, batch, F), F the actors' ``input_size`` (K + 5, or K + 6 with
+``observe_snr``), ``h`` and ``c`` (agents, layers, batch, H), the state before the step (zeros at an
+episode's start). Outputs: ``logits`` (agents, batch, K + 1) and the state after the step, ``h_out``
+and ``c_out``. Agent axis order: the exported agents, as listed in the graph's metadata ``agents``.
+Needs the ``onnx`` package (``pip install hapruned[onnx]``).
 """
 
 from __future__ import annotations

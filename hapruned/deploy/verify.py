@@ -27,7 +27,7 @@ def replay_evaluation(run_dir, path, episodes: int | None = None, greedy: bool |
     from hapruned.algos import IAGCPPO, TrainConfig
     from hapruned.algos.trainer import eval_seed
     from hapruned.deploy.export import read_run
-    from hapruned.env import BatchedDSAEnv, encode_observations
+    from hapruned.env import BatchedDSAEnv, encode_env_observations
     from hapruned.env.rng import seed_states
 
     config, checkpoint = read_run(run_dir)
@@ -48,7 +48,7 @@ def replay_evaluation(run_dir, path, episodes: int | None = None, greedy: bool |
     obs, state, rewards = env.reset(), None, np.zeros(episodes)
     max_diff, different = 0.0, 0
     for _ in tqdm(range(T), desc="replay", unit="step", disable=not progress):
-        features = encode_observations(obs, K)  # (episodes, N, F)
+        features = encode_env_observations(algo.env_config, obs, env.observed_rate)  # (episodes, N, F)
         x = torch.from_numpy(features).transpose(0, 1).repeat(S, 1, 1)  # the inputs of every seed's groups
         with torch.inference_mode():
             logits, state = algo.actor(x.unsqueeze(0), state)

@@ -10,8 +10,10 @@ _EXPORTS = {
     "DSAConfig": "hapruned.env.config",
     "FEEDBACK_CODES": "hapruned.env.encoding",
     "ReferenceDSAEnv": "hapruned.env.reference",
+    "encode_env_observations": "hapruned.env.encoding",
     "encode_observations": "hapruned.env.encoding",
     "observation_size": "hapruned.env.encoding",
+    "snr_quantile": "hapruned.env.encoding",
 }
 __all__ = sorted(_EXPORTS)
 

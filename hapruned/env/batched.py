@@ -51,7 +51,8 @@ def _actions_valid(actions, n_actions):
 
 
 @numba.njit(cache=True, parallel=True)
-def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, feedback):
+def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
+                 feedback):
     """``feedback[b, a]`` first counts the users who chose action a, then holds the code they all get."""
     n_envs, n_users = actions.shape
     n_channels = pu_prob.shape[0]
@@ -76,6 +77,7 @@ def _step_kernel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward
             obs[b, n, 0] = a
             obs[b, n, 1] = code
             throughput[b, n] = gained
+            observed_rate[b, n] = rate[b, n, a] * (code != -2)  # the channel's rate, collided or not
             total += gained
         reward[b] = total
         if draw_next:
@@ -92,8 +94,11 @@ class BatchedDSAEnv:
     and the next call must be ``reset()``.
 
     With ``copy=False`` the returned arrays are the environment's own buffers, overwritten by the
-    next call (faster; copy what you keep). ``snr[B, N, K]`` holds the episode's SNRs and
-    ``pu_busy[B, K]`` the primary-user state of the coming slot.
+    next call (faster; copy what you keep). ``snr[B, N, K]`` holds the episode's SNRs,
+    ``pu_busy[B, K]`` the primary-user state of the coming slot and ``observed_rate[B, N]`` the rate
+    ``log2(1 + snr)`` of each user's last transmission on a channel free of primary users, collided
+    or not (0 when idle or blocked, and after ``reset``): what a user observes with
+    ``config.observe_snr``. These buffers are never copied.
     """
 
     def __init__(self, config: DSAConfig, num_envs: int, seed: int = 0, copy: bool = True):
@@ -112,6 +117,7 @@ class BatchedDSAEnv:
         self._obs = np.zeros(shape + (2,), dtype=np.int64)
         self._reward = np.zeros(self.num_envs)
         self._throughput = np.zeros(shape)
+        self.observed_rate = np.zeros(shape)
         self._done = np.zeros(self.num_envs, dtype=np.bool_)
         self._feedback = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
         self._states = seed_states(seed, self.num_envs)
@@ -139,6 +145,7 @@ class BatchedDSAEnv:
         # NumPy's log2, like the reference env and the oracle, so the rates agree with theirs bit for
         # bit on any CPU (NumPy and numba may use different log2 routines, e.g. SVML on AVX-512)
         self._rate[..., 1:] = np.log2(1.0 + self.snr)
+        self.observed_rate[:] = 0.0
         self._done[:] = False
         self.t = 0
         return self._obs.copy() if self.copy else self._obs
@@ -167,7 +174,7 @@ class BatchedDSAEnv:
         last = self.t == self.config.horizon
         _step_kernel(
             actions, not last, self._states, self._pu_prob, self._rate, self.pu_busy,
-            self._obs, self._reward, self._throughput, self._feedback,
+            self._obs, self._reward, self._throughput, self.observed_rate, self._feedback,
         )
         self._done[:] = last
         if self.copy:

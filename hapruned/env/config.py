@@ -9,7 +9,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from hapruned.validation import check_integer, check_number, is_number
+from hapruned.validation import check_bool, check_integer, check_number, is_number
 
 PuProb = Union[float, Sequence[float]]
 
@@ -34,6 +34,7 @@ class DSAConfig:
 
     Actions are ``0`` (idle) or a channel ``1..K``. Feedback is ``0`` idle, ``1`` ACK (the only
     user on a free channel), ``-1`` NACK (two or more users on it), ``-2`` primary user present.
+    With ``observe_snr`` a user also observes the SNR of its last transmission (docs/design.md §1).
     """
 
     n_users: int = field(default=10, metadata={"help": "number of secondary users (agents) N, >= 1"})
@@ -49,6 +50,11 @@ class DSAConfig:
             "parse": _parse_pu_prob,
         },
     )
+    observe_snr: bool = field(
+        default=False,
+        metadata={"help": "each user also observes the SNR of its last transmission on a channel free of primary "
+                  "users, collided or not; its networks read it scaled from [snr_low, snr_high] to [0, 1]"},
+    )
 
     def __post_init__(self):
         for name in ("n_users", "n_channels", "horizon"):
@@ -59,6 +65,7 @@ class DSAConfig:
                 f"DSAConfig.snr_high must be finite and >= snr_low={self.snr_low}, got {self.snr_high!r}"
             )
         object.__setattr__(self, "snr_high", float(self.snr_high))
+        object.__setattr__(self, "observe_snr", check_bool(self.observe_snr, "DSAConfig.observe_snr"))
         try:
             probs = np.asarray(self.pu_prob, dtype=np.float64)
         except (TypeError, ValueError):

@@ -1,8 +1,9 @@
 """A PettingZoo ``ParallelEnv`` over one DSA environment (needs ``pip install hapruned[pettingzoo]``).
 
 Agents are ``"user_0" .. "user_{N-1}"``. Each observes its encoded last action and feedback
-(``Box(0, 1, (K + 5,), float32)``, see :func:`~hapruned.env.encoding.encode_observations`) and picks
-an action in ``Discrete(K + 1)`` (0 = idle, k = channel k). Every agent receives the shared reward;
+(``Box(0, 1, (K + 5,), float32)``, see :func:`~hapruned.env.encoding.encode_observations`), with
+``observe_snr`` also the scaled SNR of its last transmission (``(K + 6,)``), and picks an action in
+``Discrete(K + 1)`` (0 = idle, k = channel k). Every agent receives the shared reward;
 its own throughput is in ``infos[agent]["throughput"]``. Episodes never terminate early: at the
 horizon every agent is truncated and ``agents`` becomes empty until the next ``reset``.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from hapruned.env.batched import BatchedDSAEnv
 from hapruned.env.config import DSAConfig
-from hapruned.env.encoding import encode_observations, observation_size
+from hapruned.env.encoding import encode_env_observations, observation_size
 
 try:
     from gymnasium import spaces
@@ -45,9 +46,8 @@ class DSAParallelEnv(ParallelEnv):
         n_channels = self.config.n_channels
         self.possible_agents = [f"user_{n}" for n in range(self.config.n_users)]
         self.agents = []
-        self.observation_spaces = {
-            agent: spaces.Box(0.0, 1.0, (observation_size(n_channels),), np.float32) for agent in self.possible_agents
-        }
+        size = observation_size(n_channels, self.config.observe_snr)
+        self.observation_spaces = {agent: spaces.Box(0.0, 1.0, (size,), np.float32) for agent in self.possible_agents}
         self.action_spaces = {agent: spaces.Discrete(n_channels + 1) for agent in self.possible_agents}
 
     def observation_space(self, agent):
@@ -83,8 +83,8 @@ class DSAParallelEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def state(self) -> np.ndarray:
-        """The joint observation ``float32[N, K + 5]`` (what a centralised critic would read)."""
-        return encode_observations(self._env._obs[0], self.config.n_channels)
+        """The joint observation ``float32[N, F]`` (what a centralised critic would read), F = K + 5 or K + 6."""
+        return self._encode(self._env._obs[0])
 
     def render(self):
         return None
@@ -92,6 +92,10 @@ class DSAParallelEnv(ParallelEnv):
     def close(self):
         pass
 
+    def _encode(self, obs: np.ndarray) -> np.ndarray:
+        """The encoded observations of environment 0, obs (N, 2) -> (N, F)."""
+        return encode_env_observations(self.config, obs, self._env.observed_rate[0])
+
     def _observations(self, obs: np.ndarray) -> dict:
-        encoded = encode_observations(obs[0], self.config.n_channels)
+        encoded = self._encode(obs[0])
         return {agent: encoded[n] for n, agent in enumerate(self.possible_agents)}

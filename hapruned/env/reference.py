@@ -14,6 +14,9 @@ random draws) and to serve as the baseline of the environment benchmark. Rules (
   reward is the sum of the users' throughputs.
 - An episode lasts ``horizon`` slots; the observation of a user is its last action and feedback,
   ``(0, 0)`` at the start.
+- ``observed_rate[n]`` is ``log2(1 + snr[n, a - 1])`` when user n transmitted on a channel free of
+  primary users, whether or not it collided, and 0 when it was idle or blocked (and at the start):
+  the SNR a user observes with ``config.observe_snr``.
 
 The random draws can be passed in (``reset(snr=...)``, ``step(actions, pu_busy=...)``) or, when
 left out, are drawn from the environment's own ``numpy.random.Generator``.
@@ -33,7 +36,7 @@ class ReferenceDSAEnv:
 
     ``reset(snr=None) -> obs int64[N, 2]``; ``step(actions int[N], pu_busy=None) ->
     (obs int64[N, 2], reward float, throughput float64[N], done bool)``. ``pu_busy[K]`` is the
-    primary-user state of the slot being played.
+    primary-user state of the slot being played. ``observed_rate`` float64[N]: see the rules above.
     """
 
     def __init__(self, config: DSAConfig, seed: int | None = None):
@@ -42,7 +45,7 @@ class ReferenceDSAEnv:
         self.config = config
         self.rng = np.random.default_rng(seed)
         self.pu_probs = config.pu_probs
-        self.snr = self.rate = None
+        self.snr = self.rate = self.observed_rate = None
         self.t = None  # slots played in the current episode; None before the first reset
 
     def reset(self, snr: np.ndarray | None = None) -> np.ndarray:
@@ -56,6 +59,7 @@ class ReferenceDSAEnv:
             raise ValueError(f"snr must have shape (n_users, n_channels) = {shape}, got {snr.shape}")
         self.snr = snr
         self.rate = np.log2(1.0 + snr)  # what an ACK on channel k earns user n, fixed for the episode
+        self.observed_rate = np.zeros(cfg.n_users)
         self.t = 0
         return np.zeros((cfg.n_users, 2), dtype=np.int64)
 
@@ -90,7 +94,9 @@ class ReferenceDSAEnv:
         feedback[occupied] = PRIMARY_USER  # a primary user overrides whatever the other users did
         feedback[~transmitting] = IDLE
 
-        throughput = np.where(feedback == ACK, self.rate[np.arange(cfg.n_users), channel], 0.0)
+        rate = self.rate[np.arange(cfg.n_users), channel]
+        throughput = np.where(feedback == ACK, rate, 0.0)
+        self.observed_rate = np.where(transmitting & ~occupied, rate, 0.0)
         reward = float(throughput.sum())
 
         self.t += 1

@@ -1,0 +1,67 @@
+"""Trained runs against the two bounds of their environment: the decentralised bound (what a scheme that
+never observes the SNRs can expect, ``hapruned.baselines.decentralised_bound``) and the centralised
+oracle played on each run's own held-out evaluation episodes. Runs that differ only in their seeds
+make one row: the mean and std over all their seeds' final evaluation rewards, and the wall time per run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hapruned.algos.trainer import SUMMARY_FILE, RunDirError, config_dict, load_config
+from hapruned.experiments.report import markdown_table
+
+HEADER = ("setup", "N", "K", "SNR observed", "method", "iterations", "seeds", "mean ± std", "decentralised bound",
+          "oracle", "gap to the oracle closed", "minutes per run")
+
+
+def compare_runs(run_dirs) -> list[dict]:
+    """One row per group of finished training runs that differ only in their seeds, in the order first met;
+    RunDirError for a directory that is not a finished training run."""
+    from hapruned.baselines import Oracle, decentralised_bound, evaluate
+
+    groups = {}
+    for run_dir in map(Path, run_dirs):
+        config = load_config(run_dir)
+        if not (run_dir / SUMMARY_FILE).exists():
+            raise RunDirError(f"{str(run_dir)!r} is not a finished run: it has no {SUMMARY_FILE}")
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        episodes, seed = summary["eval_episodes"], summary["eval_seed"]
+        # the oracle on the episodes the run's seeds were evaluated on (as hapruned reproduce plays the schemes)
+        oracle = evaluate(Oracle(), config.env_config, episodes, seed=seed, num_envs=episodes).mean()
+        key = json.dumps({k: v for k, v in config_dict(config).items() if k not in ("seed", "seeds")}, sort_keys=True)
+        group = groups.setdefault(key, {"config": config, "rewards": [], "oracle": [], "minutes": [], "runs": []})
+        group["rewards"] += summary["final_eval_reward_per_seed"]
+        group["oracle"].append(oracle)
+        group["minutes"].append(summary["wall_time_s"] / 60)
+        group["runs"].append(str(run_dir))
+    rows = []
+    for group in groups.values():
+        config, rewards = group["config"], np.array(group["rewards"])
+        bound, oracle = decentralised_bound(config.env_config), float(np.mean(group["oracle"]))
+        mean = float(rewards.mean())
+        rows.append({
+            "setup": config.setup, "n_users": config.n_users, "n_channels": config.n_channels,
+            "observe_snr": config.observe_snr, "algo": config.algo, "method": config.method,
+            "iterations": config.iterations, "seeds": len(rewards), "mean": mean,
+            "std": float(rewards.std(ddof=1)) if len(rewards) > 1 else None,
+            "decentralised_bound": bound, "oracle": oracle, "gap_closed": (mean - bound) / (oracle - bound),
+            "minutes_per_run": float(np.mean(group["minutes"])), "runs": group["runs"],
+        })
+    return rows
+
+
+def bounds_table(rows: list[dict]) -> str:
+    """The rows of :func:`compare_runs` as a Markdown table."""
+    cells = [
+        (row["setup"], row["n_users"], row["n_channels"], "yes" if row["observe_snr"] else "no",
+         row["method"] if row["algo"] == "ppo" else row["algo"], row["iterations"], row["seeds"],
+         f"{row['mean']:.1f}" + ("" if row["std"] is None else f" ± {row['std']:.1f}"),
+         f"{row['decentralised_bound']:.1f}", f"{row['oracle']:.1f}",
+         f"{100 * row['gap_closed']:.0f}%", f"{row['minutes_per_run']:.1f}")
+        for row in rows
+    ]
+    return markdown_table(HEADER, cells)
