@@ -174,15 +174,15 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     assert len(load_metrics(tmp_path)) == 2
 
 
-def test_a_run_written_before_observe_snr_existed_still_resumes(tmp_path):
+def test_a_run_written_before_the_later_fields_existed_still_resumes(tmp_path):
     config = tiny_config(iterations=2, eval_every=2)
     first = train(config, tmp_path, progress=False)
-    # as a hapruned whose configs had no observe_snr field wrote them
+    # as an earlier hapruned, whose configs had none of the later fields, wrote them
     values = json.loads((tmp_path / "config.json").read_text())
-    del values["observe_snr"]
-    (tmp_path / "config.json").write_text(json.dumps(values))
     checkpoint = load_checkpoint(tmp_path)
-    del checkpoint["config"]["observe_snr"]
+    for name in trainer.LATER_FIELDS:
+        del values[name], checkpoint["config"][name]
+    (tmp_path / "config.json").write_text(json.dumps(values))
     torch.save(checkpoint, tmp_path / trainer.CHECKPOINT_FILE)
     assert train(config, tmp_path, resume=True, progress=False) == first
     with pytest.raises(RunDirError, match="differing fields: observe_snr"):  # a run that observes the SNR

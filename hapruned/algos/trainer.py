@@ -49,9 +49,11 @@ SUMMARY_FILE = "summary.json"
 EVAL_SEED_OFFSET = 1 << 40
 
 
-# Fields added after run directories were first written, with the value that older runs had implicitly: a
-# saved config without one compares as if it held that value, so those runs still resume.
-LATER_FIELDS = {"observe_snr": False}
+# Fields added after run directories were first written, with the value that older runs had implicitly
+# (their defaults): a saved config without one compares as if it held that value, so those runs still resume.
+LATER_FIELDS = {name: TrainConfig.__dataclass_fields__[name].default for name in (
+    "algo", "snr_low", "snr_high", "pu_prob", "observe_snr", "replay_capacity", "replay_batch", "updates_per_iteration",
+    "target_update", "target_tau", "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")}
 
 
 # The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
