@@ -5,14 +5,22 @@ Sub-packages: ``env`` (batched DSA simulator), ``ops`` (fused masked-LSTM and pr
 (IAGC-PPO), ``baselines`` (classic access schemes and the oracle bound).
 """
 
+import os
+
 from hapruned._extension import HAS_EXTENSION
 
 __version__ = "0.1.0"
-__all__ = ["HAS_EXTENSION", "set_num_threads", "__version__"]
+__all__ = ["HAS_EXTENSION", "available_cores", "set_num_threads", "__version__"]
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, which taskset and container cpusets set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def set_num_threads(n: int) -> None:
-    """Set the thread count of both pools hapruned uses: torch's intra-op pool and numba's.
+    """Set the thread count of everything hapruned runs in parallel: torch's intra-op threads (which
+    also size the compiled ops' work-sharing pool) and numba's.
 
     Call it once, after both are imported (importing ``hapruned.env`` imports numba).
     """

@@ -143,6 +143,50 @@ def test_float_masks_match_reference_cpu():
         _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"float masks B={batch} T={steps}")
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+# Every path of the kernels: single steps in dot-product form (B = 1, 6) and through the packed
+# weights (B = 17), and the sequence (T = 4).
+PATHS = [(1, None), (6, None), (17, None), (13, 4)]
+
+
+def _op_and_twin(steps):
+    return (ops.masked_lstm_cell, ops.reference_masked_lstm_cell) if steps is None else (ops.masked_lstm, ops.reference_masked_lstm)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float64])
+def test_float_masks_other_than_0_and_1_multiply(device, mask_dtype):
+    """A float mask is a factor per weight (converted to the weights' dtype), not a keep/drop flag."""
+    for batch, steps in PATHS:
+        tensors, masks = _inputs(3, batch, 9, 20, torch.float32, device, 0.5, steps)
+        gen = torch.Generator().manual_seed(batch)
+        factors = [(torch.rand(m.shape, generator=gen, dtype=mask_dtype) * 3 - 1).to(device) * m for m in masks]
+        op, twin = _op_and_twin(steps)
+        out, grads = _grads(op, tensors, factors)
+        ref_out, ref_grads = _grads(twin, tensors, factors)
+        _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"factor masks B={batch} T={steps}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_non_finite_pruned_weights_give_nan_with_either_mask_kind(device, mask_dtype):
+    """One rule for both mask kinds and the twin: the mask multiplies, so a NaN or an infinity in a
+    pruned weight makes what it feeds NaN (0 * NaN), as in the twin and torch.nn.utils.prune."""
+    for batch, steps in PATHS:
+        tensors, masks = _inputs(3, batch, 9, 20, torch.float32, device, 0.5, steps)
+        pruned_hh, pruned_ih = (~masks[1][1]).nonzero()[0], (~masks[0][2]).nonzero()[0]
+        tensors[4][1][tuple(pruned_hh)] = float("nan")  # group 1's recurrent weights
+        tensors[3][2][tuple(pruned_ih)] = float("inf")  # group 2's input weights
+        masks = [m.to(mask_dtype) for m in masks]
+        op, twin = _op_and_twin(steps)
+        out, grads = _grads(op, tensors, masks)
+        ref_out, ref_grads = _grads(twin, tensors, masks)
+        assert ref_out[-1][1:].isnan().any(dim=(-2, -1)).all()  # groups 1 and 2 reached by a NaN
+        assert not ref_out[-1][0].isnan().any()
+        for k, (a, e) in enumerate(zip(out + grads, ref_out + ref_grads)):
+            torch.testing.assert_close(a, e, equal_nan=True, **TOLERANCE[torch.float32], msg=f"B={batch} T={steps} [{k}]")
+
+
 @pytest.mark.parametrize("used", ["y", "c_T"])
 def test_seq_gradient_of_one_output_only(used):
     """Unused outputs reach the backward as None (not materialised zeros) and count as zero."""
@@ -210,9 +254,7 @@ def test_gradcheck_cuda():
 
 
 def _check_opcheck(device):
-    cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None)]
-    if device == "cpu":  # the CPU kernels also take bool masks as they are
-        cases.append((1, 0.5, torch.bool))
+    cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None), (1, 0.5, torch.bool), (17, 0.5, torch.bool)]
     for batch, sparsity, mask_dtype in cases:
         tensors, masks = _inputs(2, batch, 3, 4, torch.float32, device, sparsity)
         masks = [m if m is None else m.to(mask_dtype) for m in masks]

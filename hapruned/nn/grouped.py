@@ -1,6 +1,11 @@
 """Modules that hold G independent copies of a layer as one tensor, so one op serves all groups
 (agents, or seeds x agents). Every weight may carry a mask buffer ``<name>_mask`` (None = dense)
-that the ops apply inside the kernel; biases are never masked."""
+that the ops apply inside the kernel; biases are never masked.
+
+``torch.nn.utils.prune`` works on these weights too (``custom_from_mask``, ``l1_unstructured``, ...):
+it turns ``<name>`` into the parameter ``<name>_orig`` and the buffer ``<name>_mask``, which the
+forward hands to the op as weight and mask (the product that prune's hook also computes is not
+used), and ``prune.remove`` bakes the mask into ``<name>`` again."""
 
 import math
 
@@ -8,6 +13,12 @@ import torch
 from torch import nn
 
 from hapruned import ops
+
+
+def _weight_and_mask(module: nn.Module, name: str):
+    """The weight ``name`` of ``module`` and its mask (None: dense), also under ``torch.nn.utils.prune``."""
+    weight = getattr(module, name + "_orig", None)  # prune's parameter; `name` is then its product with the mask
+    return (getattr(module, name) if weight is None else weight), getattr(module, name + "_mask", None)
 
 
 class GroupedLSTM(nn.Module):
@@ -37,8 +48,8 @@ class GroupedLSTM(nn.Module):
 
     def zero_state(self, batch: int):
         """Zero (h, c), each (num_layers, groups, batch, hidden)."""
-        w = self.weight_hh_l0
-        h = torch.zeros(self.num_layers, self.groups, batch, self.hidden_size, device=w.device, dtype=w.dtype)
+        bias = self.bias_l0  # never pruned, so always a parameter
+        h = torch.zeros(self.num_layers, self.groups, batch, self.hidden_size, device=bias.device, dtype=bias.dtype)
         return h, h.clone()
 
     def forward(self, x: torch.Tensor, state=None):
@@ -51,9 +62,8 @@ class GroupedLSTM(nn.Module):
         layer_input, h_out, c_out = x, [], []
         for k in range(self.num_layers):
             h, c = h0[k], c0[k]
-            w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_l{k}")
-            m_ih, m_hh = getattr(self, f"weight_ih_l{k}_mask"), getattr(self, f"weight_hh_l{k}_mask")
-            layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
+            (w_ih, m_ih), (w_hh, m_hh) = _weight_and_mask(self, f"weight_ih_l{k}"), _weight_and_mask(self, f"weight_hh_l{k}")
+            layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, getattr(self, f"bias_l{k}"), m_ih, m_hh)
             h_out.append(h)
             c_out.append(c)
         return layer_input, (torch.stack(h_out), torch.stack(c_out))
@@ -72,5 +82,6 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., groups, batch, in) -> (..., groups, batch, out)."""
-        weight = self.weight if self.weight_mask is None else self.weight * self.weight_mask
+        weight, mask = _weight_and_mask(self, "weight")
+        weight = weight if mask is None else weight * mask.to(weight.dtype)
         return torch.matmul(x, weight.transpose(-1, -2)) + self.bias.unsqueeze(-2)

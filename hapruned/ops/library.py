@@ -124,7 +124,7 @@ torch.library.register_autograd("hapruned::masked_lstm_seq", _seq_backward, setu
 
 
 def _check_lstm_args(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh, x_name, state_names):
-    """Validate shapes, dtypes and devices; return the masks in the weights' dtype."""
+    """Validate shapes, dtypes and devices; return the masks contiguous, bool or in the weights' dtype."""
     tensors = {x_name: x, state_names[0]: h, state_names[1]: c, "w_ih": w_ih, "w_hh": w_hh, "bias": bias}
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -169,9 +169,8 @@ def _check_lstm_args(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh, x_name, state_
                 raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {mask.device}")
             if not (mask.dtype == torch.bool or mask.dtype.is_floating_point):
                 raise TypeError(f"{name} must be bool or floating point, got {mask.dtype}")
-            # The CPU kernel reads bool masks as they are (a quarter of a float mask's traffic).
-            keep_bool = mask.dtype == torch.bool and x.device.type == "cpu"
-            mask = (mask if keep_bool else mask.to(x.dtype)).contiguous()
+            # Bool masks go to the kernels as they are (a quarter of a float mask's traffic).
+            mask = (mask if mask.dtype == torch.bool else mask.to(x.dtype)).contiguous()
         masks.append(mask)
     return masks
 

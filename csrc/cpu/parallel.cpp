@@ -1,0 +1,140 @@
+// The work-sharing pool behind hapruned::parallel_for (see parallel.h).
+//
+// A call publishes a Job; the caller and up to threads - 1 helpers claim its chunks with one atomic
+// increment each. The caller never waits for a helper to arrive, only for the chunks helpers have
+// claimed, so a helper that another process keeps off its core costs nothing. Helpers spin briefly
+// after a job (back-to-back calls find them awake), then sleep on a condition variable, so an idle
+// pool takes no CPU time from other processes.
+#include "parallel.h"
+
+#include <ATen/Parallel.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace hapruned {
+namespace {
+
+// How long a helper looks for the next job before it sleeps.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+struct Job {
+  c10::function_ref<void(int64_t, int64_t)> body;  // the caller's: only called for claimed chunks, which it waits for
+  int64_t begin, end, chunk;
+  int32_t chunks, max_helpers;
+  std::atomic<int32_t> next{0}, done{0}, helpers{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // the first exception a chunk threw
+
+  Job(c10::function_ref<void(int64_t, int64_t)> body, int64_t begin, int64_t end, int64_t chunk, int32_t chunks,
+      int32_t max_helpers)
+      : body(body), begin(begin), end(end), chunk(chunk), chunks(chunks), max_helpers(max_helpers) {}
+};
+
+thread_local bool inside_chunk = false;  // a parallel_for from inside a chunk runs on its thread
+
+// Claims and runs chunks of job until none is left.
+void run_chunks(Job& job) {
+  inside_chunk = true;
+  for (int32_t c; (c = job.next.fetch_add(1, std::memory_order_relaxed)) < job.chunks;) {
+    const int64_t b = job.begin + c * job.chunk;
+    try {
+      job.body(b, std::min(job.end, b + job.chunk));
+    } catch (...) {
+      if (!job.failed.exchange(true)) job.error = std::current_exception();
+    }
+    if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.chunks) job.done.notify_all();
+  }
+  inside_chunk = false;
+}
+
+class Pool {
+ public:
+  // Publishes job to up to `helpers` helper threads (started on first need).
+  void publish(const std::shared_ptr<Job>& job, int helpers) {
+    bool sleepers;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (; workers_ < helpers; ++workers_) std::thread(&Pool::work, this, generation_.load()).detach();
+      job_ = job;
+      generation_.fetch_add(1, std::memory_order_release);
+      sleepers = sleeping_ > 0;
+    }
+    if (sleepers) wake_.notify_all();
+  }
+
+ private:
+  void work(uint64_t seen) {
+    for (;;) {
+      const auto give_up = std::chrono::steady_clock::now() + kSpin;
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < give_up) {
+        for (int i = 0; i < 16; ++i) pause();
+      }
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ++sleeping_;
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+        --sleeping_;
+        seen = generation_.load();
+        job = job_;
+      }
+      if (job->helpers.fetch_add(1, std::memory_order_relaxed) < job->max_helpers) run_chunks(*job);
+    }
+  }
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::shared_ptr<Job> job_;  // the latest job
+  std::atomic<uint64_t> generation_{0};
+  int workers_ = 0, sleeping_ = 0;
+};
+
+Pool* pool = nullptr;
+
+Pool& get_pool() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pool = new Pool();  // never destroyed: detached helpers may still use it at exit
+    // A forked child has none of the helpers: it starts a pool of its own (the old one leaks).
+    pthread_atfork(nullptr, nullptr, [] { pool = new Pool(); });
+  });
+  return *pool;
+}
+
+}  // namespace
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain, c10::function_ref<void(int64_t, int64_t)> body) {
+  const int64_t n = end - begin;
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int64_t most_chunks = (n + grain - 1) / grain;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), most_chunks);
+  if (threads <= 1 || inside_chunk || at::in_parallel_region()) {
+    body(begin, end);
+    return;
+  }
+  // Several chunks per thread: a late or slow thread then leaves less for the others to wait on.
+  const int64_t chunks = std::min<int64_t>(most_chunks, 8 * threads);
+  const int64_t chunk = (n + chunks - 1) / chunks;
+  const auto job = std::make_shared<Job>(body, begin, end, chunk, static_cast<int32_t>((n + chunk - 1) / chunk),
+                                         static_cast<int32_t>(threads - 1));
+  get_pool().publish(job, static_cast<int>(threads - 1));
+  run_chunks(*job);
+  for (int32_t done; (done = job->done.load(std::memory_order_acquire)) < job->chunks;) job->done.wait(done);
+  if (job->failed.load()) std::rethrow_exception(job->error);
+}
+
+}  // namespace hapruned
