@@ -109,17 +109,29 @@ def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
 
 
-@pytest.mark.parametrize("groups, threads", [(1, 2), (3, 2), (3, 4)])
-def test_seq_matches_reference_cpu_threads(groups, threads):
-    """The CPU kernel splits each step over the threads, in blocks evened out per thread, when there are
-    fewer groups than threads (1 on 2, 3 on 4) and gives each thread whole groups otherwise (3 on 2);
-    the suite's single thread runs only the latter."""
+@pytest.mark.parametrize("threads", [2, 3])
+def test_kernels_agree_across_thread_counts(threads):
+    """At sizes whose work is shared between threads (H = 128): single steps by group (B = 1) and through
+    packed weights (B = 17), sequences by group (10 groups) and with each step split over the threads
+    (1 group), forward and backward, and the prune mask, all equal their one-thread results."""
+    cases = [(10, 1, None), (10, 17, None), (10, 4, 3), (1, 40, 3)]
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    results = {}
     try:
-        _check_seq_matches_reference("cpu", torch.float32, groups, 0.5, False)
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            for groups, batch, steps in cases:
+                tensors, masks = _inputs(groups, batch, 9, 128, torch.float64, "cpu", 0.9, steps)
+                op = ops.masked_lstm_cell if steps is None else ops.masked_lstm
+                results[n, groups, batch, steps] = _grads(op, tensors, masks)
+            weight = torch.randn(10, 70_000, generator=torch.Generator().manual_seed(0))
+            results[n, "prune"] = ops.magnitude_prune_mask(weight, 0.9)
     finally:
         torch.set_num_threads(previous)
+    for groups, batch, steps in cases:
+        (out_1, grads_1), (out_n, grads_n) = results[1, groups, batch, steps], results[threads, groups, batch, steps]
+        _assert_close(out_n + grads_n, out_1 + grads_1, torch.float64, f"G={groups} B={batch} T={steps}, {threads} threads")
+    assert torch.equal(results[threads, "prune"], results[1, "prune"])
 
 
 @pytest.mark.cuda
