@@ -6,8 +6,19 @@ Sub-packages: ``env`` (batched DSA simulator), ``ops`` (fused masked-LSTM and pr
 """
 
 import os
+import sys
 
-from hapruned._extension import HAS_EXTENSION
+# torch's OpenMP runtime (libgomp) lets an idle thread spin for GOMP_SPINCOUNT checks (300000 by default,
+# milliseconds) before it sleeps. On a machine that other processes share, those spins take the cores
+# the other processes, and this process's other threads, are waiting for: two trainings side by side
+# each ran 13x slower than alone. 2000 checks is about 50 us, as long as the compiled ops' helpers spin.
+# libgomp reads the variable once, when torch loads it, so it is set here, before hapruned imports torch:
+# it takes effect for the command line and for programs that import hapruned first; a value already in
+# the environment is kept.
+if "torch" not in sys.modules:
+    os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+
+from hapruned._extension import HAS_EXTENSION  # noqa: E402  (imports torch)
 
 __version__ = "0.1.0"
 __all__ = ["HAS_EXTENSION", "available_cores", "set_num_threads", "__version__"]
