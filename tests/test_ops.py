@@ -179,6 +179,25 @@ def test_float_masks_other_than_0_and_1_multiply(device, mask_dtype):
         _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"factor masks B={batch} T={steps}")
 
 
+def test_changes_to_a_float_mask_are_seen():
+    """A 0/1 float mask reaches the kernels as a bool copy, kept while the mask is unchanged: in-place
+    updates, a mask that stops being 0/1 and a new mask in a freed one's place all give fresh results."""
+    tensors, (mask_ih, mask_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5)
+    float_hh = mask_hh.double()
+
+    def expected():
+        return ops.reference_masked_lstm_cell(*tensors, mask_ih, float_hh)
+
+    for update in (lambda m: m.zero_(), lambda m: m.copy_(mask_hh.flip(1)), lambda m: m.mul_(0.5)):
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "before")
+        update(float_hh)
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "after")
+    for seed in range(3):  # short-lived masks, whose ids may be reused
+        _, (_, float_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5, seed=seed)
+        float_hh = float_hh.double()
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, f"mask {seed}")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
 def test_non_finite_pruned_weights_give_nan_with_either_mask_kind(device, mask_dtype):
