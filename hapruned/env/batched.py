@@ -24,9 +24,10 @@ from hapruned.env.rng import next_uniform, seed_states
 # Each kernel exists twice over the same per-environment body: serial, and parallel over the
 # environments (prange). Numba's parallel region is a fork-join whose join waits for every thread,
 # so it pays only for large batches: a step of 256 environments x 10 users takes ~19 us on one
-# thread, and the join ~5 us on a quiet machine but a scheduler time slice (milliseconds) when
-# another process holds a worker's core. From this many agent-slots per call (environments x
-# users) and with more than one numba thread the parallel kernels run; below it the serial ones.
+# thread and ~15 us on two of a quiet machine, but 30-130 us when other processes hold the cores
+# (a worker waits for its core); 4096 environments take 257 us on one thread, 170 us on two. From
+# this many agent-slots per call (environments x users), and with more than one numba thread, the
+# parallel kernels run; below it the serial ones.
 PARALLEL_MIN_SLOTS = 1 << 15
 
 
