@@ -23,8 +23,25 @@
 namespace hapruned {
 namespace {
 
-// How long a helper looks for the next job before it sleeps.
+// How long a helper looks for the next job, and the caller for the helpers' last chunks, before
+// sleeping: a wake-up from sleep costs tens of microseconds on a virtual machine.
 constexpr auto kSpin = std::chrono::microseconds(50);
+
+void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins until ready() or kSpin has passed; returns ready().
+template <typename Ready>
+bool spin_until(const Ready& ready) {
+  const auto give_up = std::chrono::steady_clock::now() + kSpin;
+  while (!ready() && std::chrono::steady_clock::now() < give_up) {
+    for (int i = 0; i < 16; ++i) pause();
+  }
+  return ready();
+}
 
 struct Job {
   c10::function_ref<void(int64_t, int64_t)> body;  // the caller's: only called for claimed chunks, which it waits for
@@ -87,10 +104,7 @@ class Pool {
  private:
   void work(int32_t index, uint64_t seen) {
     for (;;) {
-      const auto give_up = std::chrono::steady_clock::now() + kSpin;
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < give_up) {
-        for (int i = 0; i < 16; ++i) pause();
-      }
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -102,12 +116,6 @@ class Pool {
       }
       if (index + 1 < job->threads) run_chunks(*job, index + 1);
     }
-  }
-
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
   }
 
   std::mutex mutex_;
@@ -148,6 +156,7 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, c10::function_ref<v
                                          static_cast<int32_t>(threads));
   get_pool().publish(job);
   run_chunks(*job, 0);
+  spin_until([&] { return job->done.load(std::memory_order_acquire) == job->chunks; });
   for (int32_t done; (done = job->done.load(std::memory_order_acquire)) < job->chunks;) job->done.wait(done);
   if (job->failed.load()) std::rethrow_exception(job->error);
 }
