@@ -103,14 +103,17 @@ print(f"{tests - failed - skipped} passed, {failed} failed, {skipped} skipped")
 EOF
 }
 
+# The dry run of a pytest step: collects the cuda-marked cases under $1 ($2 names them), runs none.
+collect_cuda_cases() {
+  local count
+  count=$(py -m pytest "$1" -m cuda --collect-only -q -p no:cacheprovider | tee /dev/stderr | grep -c '::') \
+    || { echo "collecting the $2 failed" >&3; return 1; }
+  echo "dry run: $count $2 collected" >&3
+  return 3
+}
+
 step_cuda_tests() {
-  if ((dry_run)); then
-    local count
-    count=$(py -m pytest tests -m cuda --collect-only -q -p no:cacheprovider | tee /dev/stderr | grep -c '::') \
-      || { echo "collecting the cuda tests failed" >&3; return 1; }
-    echo "dry run: $count cuda tests collected" >&3
-    return 3
-  fi
+  ((dry_run)) && { collect_cuda_cases tests "cuda tests"; return; }
   py -m pytest tests -m cuda -q -p no:cacheprovider --junitxml="$out/cuda-tests.xml"
   local status=$? counts
   counts=$(junit_counts "$out/cuda-tests.xml") || { echo "no test report (see cuda-tests.log)" >&3; return 1; }
@@ -119,13 +122,7 @@ step_cuda_tests() {
 }
 
 step_gpu_benchmarks() {
-  if ((dry_run)); then
-    local count
-    count=$(py -m pytest benchmarks -m cuda --collect-only -q -p no:cacheprovider | tee /dev/stderr | grep -c '::') \
-      || { echo "collecting the GPU benchmarks failed" >&3; return 1; }
-    echo "dry run: $count GPU benchmark cases collected" >&3
-    return 3
-  fi
+  ((dry_run)) && { collect_cuda_cases benchmarks "GPU benchmark cases"; return; }
   py -m pytest benchmarks -m cuda -q -p no:cacheprovider --benchmark-only --benchmark-max-time=0.5 \
     --benchmark-json="$out/benchmarks.json" || { echo "benchmarks failed" >&3; return 1; }
   echo "ratios below (benchmarks.json)" >&3
