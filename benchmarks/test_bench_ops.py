@@ -38,25 +38,29 @@ def _lstm_args(batch, device, steps=None, requires_grad=False):
     return tensors, masks
 
 
-def _lstm_cell_loop(tensors, masks):
-    """Ten torch.nn.LSTMCell modules, weights pre-masked outside the timed call."""
+def _per_agent_loop(tensors, masks, module):
+    """One torch.nn.LSTMCell or (cuDNN on a GPU) one-step torch.nn.LSTM per agent, weights pre-masked
+    outside the timed call."""
     x, h, c, w_ih, w_hh, bias = tensors
     cells = []
     for g in range(GROUPS):
-        cell = torch.nn.LSTMCell(INPUT, HIDDEN, device=x.device)
+        cell = module(INPUT, HIDDEN, device=x.device)
         with torch.no_grad():
-            cell.weight_ih.copy_(w_ih[g] * masks[0][g])
-            cell.weight_hh.copy_(w_hh[g] * masks[1][g])
-            cell.bias_ih.copy_(bias[g])
-            cell.bias_hh.zero_()
+            for name, value in (("weight_ih", w_ih[g] * masks[0][g]), ("weight_hh", w_hh[g] * masks[1][g]),
+                                ("bias_ih", bias[g]), ("bias_hh", torch.zeros_like(bias[g]))):
+                getattr(cell, name if module is torch.nn.LSTMCell else name + "_l0").copy_(value)
         cells.append(cell)
-    return lambda: [cell(x[g], (h[g], c[g])) for g, cell in enumerate(cells)]
+    if module is torch.nn.LSTMCell:
+        return lambda: [cell(x[g], (h[g], c[g])) for g, cell in enumerate(cells)]
+    h1, c1, x1 = h[:, None], c[:, None], x[:, None]  # one step, the agent's batch as nn.LSTM's
+    return lambda: [cell(x1[g], (h1[g], c1[g])) for g, cell in enumerate(cells)]
 
 
-def _cell_step(kind, batch, device):
+def _cell_step(kind, batch, device, mask_dtype=torch.bool):
     tensors, masks = _lstm_args(batch, device)
-    if kind == "lstm_cell_loop":
-        return _lstm_cell_loop(tensors, masks)
+    masks = [m.to(mask_dtype) for m in masks]
+    if kind in ("lstm_cell_loop", "lstm_loop"):
+        return _per_agent_loop(tensors, masks, torch.nn.LSTMCell if kind == "lstm_cell_loop" else torch.nn.LSTM)
     op = ops.masked_lstm_cell if kind == "fused" else ops.reference_masked_lstm_cell
     return lambda: op(*tensors, *masks)
 
@@ -74,8 +78,8 @@ def test_cell_forward_cpu(benchmark, kind, batch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("kind", CELL_KINDS)
-@pytest.mark.parametrize("batch", [1, 256, 4096])
+@pytest.mark.parametrize("kind", ["fused", "lstm_cell_loop", "lstm_loop"])
+@pytest.mark.parametrize("batch", [1, 16, 256, 1024, 4096])
 def test_cell_forward_cuda(benchmark, kind, batch):
     benchmark.group = f"cell forward cuda B={batch}"
     step = _cell_step(kind, batch, "cuda")
@@ -88,9 +92,10 @@ def test_cell_forward_cuda(benchmark, kind, batch):
         benchmark(run)
 
 
-def _training_step(kind, device, steps=100, batch=16):
+def _training_step(kind, device, steps=100, batch=16, mask_dtype=torch.bool):
     """Forward and backward of one masked layer through ``steps`` steps."""
     tensors, masks = _lstm_args(batch, device, steps=steps, requires_grad=True)
+    masks = [m.to(mask_dtype) for m in masks]
     x, h, c, w_ih, w_hh, bias = tensors
 
     def by_cells(cell):
@@ -127,6 +132,41 @@ def test_training_step_cpu(benchmark, kind):
 def test_training_step_cuda(benchmark, kind):
     benchmark.group = "training step cuda T=100 B=16"
     benchmark.pedantic(_training_step(kind, "cuda"), rounds=10, warmup_rounds=2)
+
+
+MASK_CASES = ["cell B=1", "cell B=16", "cell B=64", "cell+backward B=16", "sequence T=100 B=16",
+              "sequence+backward T=100 B=16"]
+
+
+@pytest.mark.parametrize("mask_dtype", ["bool", "float"])
+@pytest.mark.parametrize("case", MASK_CASES)
+def test_mask_dtype_cpu(benchmark, case, mask_dtype):
+    """Float 0/1 masks (torch.nn.utils.prune's weight_mask) against bool masks, on every path."""
+    benchmark.group = f"mask dtype cpu {case}"
+    dtype = torch.bool if mask_dtype == "bool" else torch.float32
+    batch = int(case.rsplit("B=", 1)[1])
+    if case.startswith("cell") and "backward" not in case:
+        step = _cell_step("fused", batch, "cpu", dtype)
+        with torch.no_grad():
+            benchmark(step)
+        return
+    if case.startswith("cell"):  # forward and backward of one step
+        tensors, masks = _lstm_args(batch, "cpu", requires_grad=True)
+        masks = [m.to(dtype) for m in masks]
+
+        def step():
+            h, c = ops.masked_lstm_cell(*tensors, *masks)
+            (h.sum() + c.sum()).backward()
+
+        benchmark(step)
+        return
+    if "backward" in case:
+        benchmark.pedantic(_training_step("fused_sequence", "cpu", mask_dtype=dtype), rounds=5, warmup_rounds=1)
+        return
+    tensors, masks = _lstm_args(batch, "cpu", steps=100)
+    masks = [m.to(dtype) for m in masks]
+    with torch.no_grad():
+        benchmark.pedantic(lambda: ops.masked_lstm(*tensors, *masks), rounds=10, warmup_rounds=1)
 
 
 PRUNE_SIZE = 205_000

@@ -87,7 +87,7 @@ def test_dqn_train_throughput_cpu(benchmark, name):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.benchmark(group="train-iteration-cuda")
-@pytest.mark.parametrize("envs", [256, 1024])
+@pytest.mark.parametrize("envs", [16, 64, 256, 1024])
 def test_train_throughput_cuda(benchmark, envs):
     """hapruned on the GPU at many environments per iteration (compare with the CPU cases above)."""
     config = TrainConfig.preset("fast", **{**BENCH_CONFIG, "envs_per_iteration": envs}, minibatches=4, device="cuda")

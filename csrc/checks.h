@@ -1,5 +1,7 @@
 // Input checks shared by the kernels of every backend. The Python wrappers validate first with
-// friendlier errors; these guard direct torch.ops.hapruned.* calls against out-of-bounds access.
+// friendlier errors; these guard direct torch.ops.hapruned.* calls against out-of-bounds access:
+// every tensor a kernel reads through a raw pointer is checked here (shape, dtype, device,
+// contiguity) or made contiguous by the kernel first.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -27,13 +29,14 @@ struct LstmShape {
 inline LstmShape check_lstm_inputs(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
                                    const c10::optional<at::Tensor>& mask_ih,
-                                   const c10::optional<at::Tensor>& mask_hh, bool sequence,
-                                   bool bool_masks = false) {
+                                   const c10::optional<at::Tensor>& mask_hh, bool sequence) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "x must be float32 or float64, got ", x.scalar_type());
   check_tensor(x, "x", sequence ? 4 : 3, x);
-  check_tensor(h, "h", 3, x);
-  check_tensor(c, "c", 3, x);
+  const char* h_name = sequence ? "h0" : "h";  // the schema's names
+  const char* c_name = sequence ? "c0" : "c";
+  check_tensor(h, h_name, 3, x);
+  check_tensor(c, c_name, 3, x);
   check_tensor(w_ih, "w_ih", 3, x);
   check_tensor(w_hh, "w_hh", 3, x);
   LstmShape s;
@@ -43,16 +46,17 @@ inline LstmShape check_lstm_inputs(const at::Tensor& x, const at::Tensor& h, con
   s.I = x.size(-1);
   s.H = h.size(2);
   TORCH_CHECK(!sequence || s.T >= 1, "x must hold at least one time step");
-  check_shape(h, "h", {s.G, s.B, s.H});
-  check_shape(c, "c", {s.G, s.B, s.H});
+  check_shape(h, h_name, {s.G, s.B, s.H});
+  check_shape(c, c_name, {s.G, s.B, s.H});
   check_shape(w_ih, "w_ih", {s.G, 4 * s.H, s.I});
   check_shape(w_hh, "w_hh", {s.G, 4 * s.H, s.H});
-  // Masks have the weights' dtype, or bool where the kernel reads bool masks (bool_masks).
+  // Masks are bool or have the weights' dtype; both multiply the weights.
   for (auto [mask, weight, name] : {std::tuple{&mask_ih, &w_ih, "mask_ih"}, {&mask_hh, &w_hh, "mask_hh"}}) {
     if (!*mask) continue;
     const at::Tensor& m = **mask;
-    const bool is_bool = bool_masks && m.scalar_type() == at::kBool;
-    check_tensor(m, name, 3, is_bool ? m : x);
+    TORCH_CHECK(m.scalar_type() == at::kBool || m.scalar_type() == x.scalar_type(), name, " must be bool or ",
+                x.scalar_type(), ", got ", m.scalar_type());
+    check_tensor(m, name, 3, m.scalar_type() == at::kBool ? m : x);
     TORCH_CHECK(m.device() == x.device(), name, " must be on ", x.device(), ", got ", m.device());
     check_shape(m, name, weight->sizes());
   }

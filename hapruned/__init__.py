@@ -7,8 +7,26 @@ sparse actors; its NumPy path runs without torch, so importing ``hapruned`` itse
 torch nor numba).
 """
 
+import os
+import sys
+
+# torch's OpenMP runtime (libgomp) lets an idle thread spin for GOMP_SPINCOUNT checks (300000 by default,
+# milliseconds) before it sleeps. On a machine that other processes share, those spins take the cores
+# the other processes, and this process's other threads, are waiting for: two trainings side by side
+# each ran 13x slower than alone. 2000 checks is about 50 us, as long as the compiled ops' helpers spin.
+# libgomp reads the variable once, when torch loads it, so it is set here, before hapruned loads torch:
+# it takes effect for the command line and for programs that import hapruned first; a value already in
+# the environment is kept.
+if "torch" not in sys.modules:
+    os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+
 __version__ = "0.1.0"
-__all__ = ["HAS_EXTENSION", "set_num_threads", "__version__"]
+__all__ = ["HAS_EXTENSION", "available_cores", "set_num_threads", "__version__"]
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, which taskset and container cpusets set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def __getattr__(name: str):
@@ -21,7 +39,8 @@ def __getattr__(name: str):
 
 
 def set_num_threads(n: int) -> None:
-    """Set the thread count of both pools hapruned uses: torch's intra-op pool and numba's.
+    """Set the thread count of everything hapruned runs in parallel: torch's intra-op threads (which
+    also size the compiled ops' work-sharing pool) and numba's.
 
     Call it once, after both are imported (importing ``hapruned.env`` imports numba).
     """

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-
+import hapruned
 from hapruned.algos import command
 from hapruned.algos.config import METHODS, PRESETS, TrainConfig
 
@@ -29,6 +29,30 @@ def build_parser():
 def run(argv) -> int:
     args = build_parser().parse_args(argv)
     return args.func(args)
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """`hapruned train` sets the process's thread count; the other tests keep the suite's."""
+    before = torch.get_num_threads()
+    yield
+    hapruned.set_num_threads(before)
+
+
+@pytest.mark.parametrize("flags, cores, expected", [([], 64, 4), ([], 3, 3), (["--threads", "5"], 2, 5)])
+def test_threads_default_to_the_cores_at_most_one_per_agent_and_seed(tmp_path, monkeypatch, flags, cores, expected):
+    """2 agents x 2 seeds: 4 groups, so at most 4 threads unless --threads says otherwise."""
+    chosen = []
+    monkeypatch.setattr(hapruned, "available_cores", lambda: cores)
+    monkeypatch.setattr(hapruned, "set_num_threads", chosen.append)
+    assert run(["train", "--out", str(tmp_path / "run"), "--json", *TINY, "--seeds", "0-1", *flags]) == 0
+    assert chosen == [expected]
+
+
+def test_bad_thread_count_names_the_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["train", "--out", str(tmp_path / "run"), "--threads", "0", *TINY])
+    assert exit_info.value.code == 2 and "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_flags_override_the_preset():

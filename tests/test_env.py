@@ -7,8 +7,8 @@ import numba
 import numpy as np
 import pytest
 
-from hapruned.env import (FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, encode_env_observations, encode_observations,
-                          observation_size, snr_quantile)
+from hapruned.env import (FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, batched, encode_env_observations,
+                          encode_observations, observation_size, snr_quantile)
 
 
 def play_episode(env, actions, seed=None):
@@ -45,14 +45,26 @@ def restore_numba_threads():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba was started with a single thread")
-def test_same_seed_same_trajectories_with_one_and_two_threads(restore_numba_threads):
+def test_same_seed_same_trajectories_serial_and_parallel(restore_numba_threads, monkeypatch):
     config = DSAConfig.setup("B", horizon=20)
     actions = random_actions(config, 64, seed=1)
     traces = []
-    for threads in (1, 2):
+    # 64 environments run serially at the default threshold; a threshold of 0 runs them in parallel
+    for threads, min_slots in ((1, batched.PARALLEL_MIN_SLOTS), (2, 0), (1, 0)):
         numba.set_num_threads(threads)
+        monkeypatch.setattr(batched, "PARALLEL_MIN_SLOTS", min_slots)
         traces.append(play_episode(BatchedDSAEnv(config, 64, seed=123), actions))
-    assert_same_trace(*traces)
+    assert_same_trace(traces[0], traces[1])
+    assert_same_trace(traces[0], traces[2])
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba was started with a single thread")
+def test_small_batches_run_on_the_calling_thread(restore_numba_threads):
+    numba.set_num_threads(2)
+    slots = batched.PARALLEL_MIN_SLOTS
+    assert not batched._parallel(slots // 10 - 1, 10) and batched._parallel(slots // 10 + 1, 10)
+    numba.set_num_threads(1)
+    assert not batched._parallel(slots, 10)
 
 
 def test_different_seeds_and_different_envs_differ():

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from torch.nn.utils import prune
 
 from hapruned import ops
-from hapruned.nn import GroupedLinear, GroupedLSTM
+from hapruned.nn import GroupedLinear, GroupedLSTM, grouped
 
 
 def _copy_group_to_lstm(module, group):
@@ -64,6 +65,52 @@ def test_lstm_masked_weights_get_no_gradient_and_state_continues():
         first, state = module(x[:2])
         second, _ = module(x[2:], state)
         torch.testing.assert_close(torch.cat([first, second]), module(x)[0])
+
+
+def _reference_forward(module, x, weights):
+    """The two-layer GroupedLSTM forward on the reference twin, with ``weights`` (name -> tensor)."""
+    h, c = module.zero_state(x.shape[2])
+    for k in range(module.num_layers):
+        x, _ = ops.reference_masked_lstm(x, h[k], c[k], weights[f"weight_ih_l{k}"], weights[f"weight_hh_l{k}"],
+                                          getattr(module, f"bias_l{k}"))
+    return x
+
+
+@pytest.mark.parametrize("method", ["custom_from_mask", "l1_unstructured"])
+def test_lstm_under_torch_nn_utils_prune(method, monkeypatch):
+    """prune's weight_orig + weight_mask reach the fused op as weight and mask; prune.remove bakes them."""
+    torch.manual_seed(3)
+    module = GroupedLSTM(3, 4, 6, num_layers=2, dtype=torch.float64)
+    if method == "custom_from_mask":
+        prune.custom_from_mask(module, "weight_hh_l0", torch.rand_like(module.weight_hh_l0) > 0.4)
+    else:
+        prune.l1_unstructured(module, "weight_ih_l1", amount=0.7)
+    name = "weight_hh_l0" if method == "custom_from_mask" else "weight_ih_l1"
+    orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
+    assert mask.dtype == torch.float64 and 0 < mask.sum() < mask.numel()
+    calls, masked_lstm = [], ops.masked_lstm
+
+    def spy(x, h0, c0, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
+        calls.append((w_ih, w_hh, mask_ih, mask_hh))
+        return masked_lstm(x, h0, c0, w_ih, w_hh, bias, mask_ih, mask_hh)
+
+    monkeypatch.setattr(grouped.ops, "masked_lstm", spy)
+    x = torch.randn(5, 3, 2, 4, dtype=torch.float64)
+    y, _ = module(x)
+    layer, kind = int(name[-1]), name.split("_")[1]
+    passed_weight, passed_mask = calls[layer][:2][kind == "hh"], calls[layer][2:][kind == "hh"]
+    assert passed_weight is orig and passed_mask is mask
+    weights = {n: getattr(module, n) for n in ("weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1")}
+    weights[name] = orig.detach() * mask
+    torch.testing.assert_close(y, _reference_forward(module, x, weights))
+    y.square().sum().backward()
+    assert orig.grad.abs().sum() > 0 and torch.all(orig.grad[mask == 0] == 0)
+
+    prune.remove(module, name)
+    baked = getattr(module, name)
+    assert isinstance(baked, torch.nn.Parameter) and torch.equal(baked, weights[name])
+    assert getattr(module, name + "_mask", None) is None
+    torch.testing.assert_close(module(x)[0], y)
 
 
 def test_lstm_zero_state_and_bad_input():

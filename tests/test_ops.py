@@ -109,17 +109,29 @@ def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
     _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
 
 
-@pytest.mark.parametrize("groups, threads", [(1, 2), (3, 2), (3, 4)])
-def test_seq_matches_reference_cpu_threads(groups, threads):
-    """The CPU kernel splits each step over the threads, in blocks evened out per thread, when there are
-    fewer groups than threads (1 on 2, 3 on 4) and gives each thread whole groups otherwise (3 on 2);
-    the suite's single thread runs only the latter."""
+@pytest.mark.parametrize("threads", [2, 3])
+def test_kernels_agree_across_thread_counts(threads):
+    """At sizes whose work is shared between threads (H = 128): single steps by group (B = 1) and through
+    packed weights (B = 17), sequences by group (10 groups) and with each step split over the threads
+    (1 group), forward and backward, and the prune mask, all equal their one-thread results."""
+    cases = [(10, 1, None), (10, 17, None), (10, 4, 3), (1, 40, 3)]
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    results = {}
     try:
-        _check_seq_matches_reference("cpu", torch.float32, groups, 0.5, False)
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            for groups, batch, steps in cases:
+                tensors, masks = _inputs(groups, batch, 9, 128, torch.float64, "cpu", 0.9, steps)
+                op = ops.masked_lstm_cell if steps is None else ops.masked_lstm
+                results[n, groups, batch, steps] = _grads(op, tensors, masks)
+            weight = torch.randn(10, 70_000, generator=torch.Generator().manual_seed(0))
+            results[n, "prune"] = ops.magnitude_prune_mask(weight, 0.9)
     finally:
         torch.set_num_threads(previous)
+    for groups, batch, steps in cases:
+        (out_1, grads_1), (out_n, grads_n) = results[1, groups, batch, steps], results[threads, groups, batch, steps]
+        _assert_close(out_n + grads_n, out_1 + grads_1, torch.float64, f"G={groups} B={batch} T={steps}, {threads} threads")
+    assert torch.equal(results[threads, "prune"], results[1, "prune"])
 
 
 @pytest.mark.cuda
@@ -141,6 +153,69 @@ def test_float_masks_match_reference_cpu():
         out, grads = _grads(fn, tensors, masks)
         ref_out, ref_grads = _grads(ref, tensors, masks)
         _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"float masks B={batch} T={steps}")
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+# Every path of the kernels: single steps in dot-product form (B = 1, 6) and through the packed
+# weights (B = 17), and the sequence (T = 4).
+PATHS = [(1, None), (6, None), (17, None), (13, 4)]
+
+
+def _op_and_twin(steps):
+    return (ops.masked_lstm_cell, ops.reference_masked_lstm_cell) if steps is None else (ops.masked_lstm, ops.reference_masked_lstm)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float64])
+def test_float_masks_other_than_0_and_1_multiply(device, mask_dtype):
+    """A float mask is a factor per weight (converted to the weights' dtype), not a keep/drop flag."""
+    for batch, steps in PATHS:
+        tensors, masks = _inputs(3, batch, 9, 20, torch.float32, device, 0.5, steps)
+        gen = torch.Generator().manual_seed(batch)
+        factors = [(torch.rand(m.shape, generator=gen, dtype=mask_dtype) * 3 - 1).to(device) * m for m in masks]
+        op, twin = _op_and_twin(steps)
+        out, grads = _grads(op, tensors, factors)
+        ref_out, ref_grads = _grads(twin, tensors, factors)
+        _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"factor masks B={batch} T={steps}")
+
+
+def test_changes_to_a_float_mask_are_seen():
+    """A 0/1 float mask reaches the kernels as a bool copy, kept while the mask is unchanged: in-place
+    updates, a mask that stops being 0/1 and a new mask in a freed one's place all give fresh results."""
+    tensors, (mask_ih, mask_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5)
+    float_hh = mask_hh.double()
+
+    def expected():
+        return ops.reference_masked_lstm_cell(*tensors, mask_ih, float_hh)
+
+    for update in (lambda m: m.zero_(), lambda m: m.copy_(mask_hh.flip(1)), lambda m: m.mul_(0.5)):
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "before")
+        update(float_hh)
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "after")
+    for seed in range(3):  # short-lived masks, whose ids may be reused
+        _, (_, float_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5, seed=seed)
+        float_hh = float_hh.double()
+        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, f"mask {seed}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_non_finite_pruned_weights_give_nan_with_either_mask_kind(device, mask_dtype):
+    """One rule for both mask kinds and the twin: the mask multiplies, so a NaN or an infinity in a
+    pruned weight makes what it feeds NaN (0 * NaN), as in the twin and torch.nn.utils.prune."""
+    for batch, steps in PATHS:
+        tensors, masks = _inputs(3, batch, 9, 20, torch.float32, device, 0.5, steps)
+        pruned_hh, pruned_ih = (~masks[1][1]).nonzero()[0], (~masks[0][2]).nonzero()[0]
+        tensors[4][1][tuple(pruned_hh)] = float("nan")  # group 1's recurrent weights
+        tensors[3][2][tuple(pruned_ih)] = float("inf")  # group 2's input weights
+        masks = [m.to(mask_dtype) for m in masks]
+        op, twin = _op_and_twin(steps)
+        out, grads = _grads(op, tensors, masks)
+        ref_out, ref_grads = _grads(twin, tensors, masks)
+        assert ref_out[-1][1:].isnan().any(dim=(-2, -1)).all()  # groups 1 and 2 reached by a NaN
+        assert not ref_out[-1][0].isnan().any()
+        for k, (a, e) in enumerate(zip(out + grads, ref_out + ref_grads)):
+            torch.testing.assert_close(a, e, equal_nan=True, **TOLERANCE[torch.float32], msg=f"B={batch} T={steps} [{k}]")
 
 
 @pytest.mark.parametrize("used", ["y", "c_T"])
@@ -210,9 +285,7 @@ def test_gradcheck_cuda():
 
 
 def _check_opcheck(device):
-    cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None)]
-    if device == "cpu":  # the CPU kernels also take bool masks as they are
-        cases.append((1, 0.5, torch.bool))
+    cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None), (1, 0.5, torch.bool), (17, 0.5, torch.bool)]
     for batch, sparsity, mask_dtype in cases:
         tensors, masks = _inputs(2, batch, 3, 4, torch.float32, device, sparsity)
         masks = [m if m is None else m.to(mask_dtype) for m in masks]

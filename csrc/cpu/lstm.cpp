@@ -16,6 +16,7 @@
 
 #include "../checks.h"
 #include "activations.h"
+#include "parallel.h"
 
 namespace hapruned {
 namespace {
@@ -65,12 +66,13 @@ constexpr int64_t kPanel = 2 * kLanes<T>;
 constexpr int64_t kMaxRows = 6;  // 6 rows x 2 vectors = 12 accumulators, out of 16 AVX registers
 
 // Weight i times its mask (none: nullptr). Masks are read as stored: bool (as bytes, a quarter of a
-// float mask's traffic), which selects, or the weights' dtype, which multiplies.
+// float mask's traffic) or the weights' dtype. Both multiply, as the reference does, so a NaN or an
+// infinity in a pruned weight gives NaN whatever the mask's dtype.
 template <typename T, typename M>
 HAPRUNED_INLINE T masked_value(const T* w, const M* mask, int64_t i) {
   if (mask == nullptr) return w[i];
   if constexpr (std::is_same_v<M, uint8_t>)
-    return mask[i] ? w[i] : T(0);
+    return w[i] * T(mask[i] != 0);
   else
     return w[i] * mask[i];
 }
@@ -78,13 +80,17 @@ HAPRUNED_INLINE T masked_value(const T* w, const M* mask, int64_t i) {
 // masked_value for a vector of weights. GCC widens bytes to float lanes one by one, so for float
 // the eight bytes are broadcast to every quarter of a vector and byte i is copied into the four
 // bytes of lane i by one in-lane byte shuffle (vpbroadcastq + vpshufb); lanes that are not zero
-// select the kept weights.
+// become 1.0f, the others 0.0f, and multiply the weights.
 template <typename T, typename M>
 HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
   Vec<T> v;
   std::memcpy(&v, w, sizeof(v));
   if (mask == nullptr) return v;
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<M, uint8_t>) {
+  if constexpr (std::is_same_v<M, T>) {
+    Vec<T> m;
+    std::memcpy(&m, mask, sizeof(m));
+    return v * m;
+  } else if constexpr (std::is_same_v<T, float>) {
     typedef uint64_t Quads __attribute__((vector_size(32)));
     typedef uint8_t Bytes __attribute__((vector_size(32)));
     typedef int32_t Ints __attribute__((vector_size(32)));
@@ -98,12 +104,10 @@ HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
                                     21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23, 23);
     Ints lanes;
     std::memcpy(&lanes, &bytes, sizeof(lanes));
-    const Ints keep = lanes != 0;  // all ones where kept
-    Ints v_bits;
-    std::memcpy(&v_bits, &v, sizeof(v));
-    v_bits &= keep;
-    std::memcpy(&v, &v_bits, sizeof(v));
-    return v;
+    const Ints one = (lanes != 0) & 0x3f800000;  // the bits of 1.0f where kept
+    Vec<float> factor;
+    std::memcpy(&factor, &one, sizeof(factor));
+    return v * factor;
   } else {
     for (int64_t lane = 0; lane < kLanes<T>; ++lane) v[lane] = masked_value(w, mask, lane);
     return v;
@@ -117,7 +121,7 @@ HAPRUNED_INLINE Vec<T> load_masked(const T* w, const M* mask) {
 template <typename T, typename M>
 void pack_rows(const T* w, const M* mask, int64_t G, int64_t K, int64_t N, T* out) {
   const int64_t group_stride = (N + kPanel<T> - 1) / kPanel<T> * K * kPanel<T>;
-  at::parallel_for(0, G * K, 64, [&](int64_t begin, int64_t end) {
+  parallel_for(0, G * K, grain_for(N), [&](int64_t begin, int64_t end) {
     for (int64_t gk = begin; gk < end; ++gk) {
       T* dst = out + (gk / K) * group_stride + gk % K * kPanel<T>;
       for (int64_t n = 0; n < N; ++n)
@@ -204,7 +208,7 @@ at::Tensor pack_panels(const at::Tensor& w, const c10::optional<at::Tensor>& mas
                                  : at::empty({G, panels, K, kPanel<T>}, w.options());
   auto pack = [&](const auto* m) {
     if (transpose)
-      at::parallel_for(0, G * panels, 1, [&](int64_t begin, int64_t end) {
+      parallel_for(0, G * panels, grain_for(K * kPanel<T>), [&](int64_t begin, int64_t end) {
         pack_transposed_panels(begin, end, w.data_ptr<T>(), m, N, K, out.data_ptr<T>());
       });
     else
@@ -324,20 +328,21 @@ int64_t rows_per_block(int64_t G, int64_t B) {
 }
 
 // Runs step(t, begin, end) on ranges of row blocks for every step t, in time order (reversed for
-// the backward). Groups are independent: with a group per thread or more, each thread runs all steps
-// of one group before the next, so that group's packed weights stay in its cache and no barrier
-// separates the steps; with fewer groups, each step is split over the threads.
+// the backward); block_work: the multiply-adds of one block in one step. Groups are independent: with
+// a group per thread or more, each thread runs all steps of one group before the next, so that group's
+// packed weights stay in its cache and nothing is shared between steps; with fewer groups, each step
+// is split over the threads.
 template <typename Step>
-void for_each_step(int64_t T, bool reverse, int64_t G, int64_t blocks, const Step& step) {
+void for_each_step(int64_t T, bool reverse, int64_t G, int64_t blocks, int64_t block_work, const Step& step) {
   auto time = [&](int64_t i) { return reverse ? T - 1 - i : i; };
   if (G >= at::get_num_threads()) {
-    at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(0, G, grain_for(T * blocks * block_work), [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g)
         for (int64_t i = 0; i < T; ++i) step(time(i), g * blocks, (g + 1) * blocks);
     });
   } else {
     for (int64_t i = 0; i < T; ++i)
-      at::parallel_for(0, G * blocks, 1, [&](int64_t begin, int64_t end) { step(time(i), begin, end); });
+      parallel_for(0, G * blocks, grain_for(block_work), [&](int64_t begin, int64_t end) { step(time(i), begin, end); });
   }
 }
 
@@ -456,9 +461,9 @@ HAPRUNED_SIMD_CLONES void fused_small_batch_groups(int64_t begin, int64_t end, c
 // H = 128: 1.7x faster than packing + GEMM at B = 16, level at B = 32).
 constexpr int64_t kFusedMaxBatch = 16;
 
-// out[i] = mask[i] ? w[i] : 0 for i in [begin, end), as the kernels apply a bool mask.
+// out[i] = w[i] * mask[i] for i in [begin, end), as the kernels apply a bool mask.
 template <typename T>
-HAPRUNED_SIMD_CLONES void select_kept(int64_t begin, int64_t end, const T* w, const uint8_t* mask, T* out) {
+HAPRUNED_SIMD_CLONES void multiply_by_bool(int64_t begin, int64_t end, const T* w, const uint8_t* mask, T* out) {
   int64_t i = begin;
   for (; i + kLanes<T> <= end; i += kLanes<T>) {
     const Vec<T> v = load_masked(w + i, mask + i);
@@ -468,7 +473,7 @@ HAPRUNED_SIMD_CLONES void select_kept(int64_t begin, int64_t end, const T* w, co
 }
 
 // out = weight * mask (out may be weight). ATen's multiply by a bool mask converts it element by
-// element, about 5x slower than by a mask of the weight's dtype, so bool masks select here instead.
+// element, about 5x slower than by a mask of the weight's dtype, so bool masks are applied here instead.
 void mask_into(const at::Tensor& weight, const at::Tensor& mask, at::Tensor& out) {
   if (mask.scalar_type() != at::kBool) {
     at::mul_out(out, weight, mask);
@@ -478,8 +483,7 @@ void mask_into(const at::Tensor& weight, const at::Tensor& mask, at::Tensor& out
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "masked_weight_cpu", [&] {
     const scalar_t* w = weight.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, weight.numel(), 1 << 14,
-                     [&](int64_t begin, int64_t end) { select_kept(begin, end, w, keep, o); });
+    parallel_for(0, weight.numel(), grain_for(1), [&](int64_t begin, int64_t end) { multiply_by_bool(begin, end, w, keep, o); });
   });
 }
 
@@ -501,7 +505,7 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
     if (T == 1 && B <= kFusedMaxBatch) {
       auto run = [&](auto* m_ih, auto* m_hh) {
         using mask_t = std::remove_const_t<std::remove_pointer_t<decltype(m_ih)>>;
-        at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+        parallel_for(0, G, grain_for(B * 4 * H * (I + H)), [&](int64_t begin, int64_t end) {
           fused_small_batch_groups<scalar_t, mask_t>(
               begin, end, x.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
               w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), m_ih, m_hh,
@@ -516,7 +520,7 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
       };
       const c10::optional<at::Tensor> m_ih = typed(mask_ih), m_hh = typed(mask_hh);
       if (as_bool) {
-        // Read as bytes, which load_masked turns into lane selects.
+        // Read as bytes, which load_masked turns into lanes of 0 and 1.
         auto bytes = [](const c10::optional<at::Tensor>& m) {
           return m ? reinterpret_cast<const uint8_t*>(m->data_ptr<bool>()) : static_cast<const uint8_t*>(nullptr);
         };
@@ -536,7 +540,7 @@ void lstm_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c
     const int64_t rows = rows_per_block(G, B), blocks = (B + rows - 1) / rows, state = G * B * H;
     scalar_t *pre = gates.data_ptr<scalar_t>(), *ys = y.data_ptr<scalar_t>(), *c_all = cs.data_ptr<scalar_t>();
     const scalar_t *h_first = h0.data_ptr<scalar_t>(), *c_first = c0.data_ptr<scalar_t>();
-    for_each_step(T, /*reverse=*/false, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
+    for_each_step(T, /*reverse=*/false, G, blocks, rows * 4 * H * H, [&](int64_t t, int64_t begin, int64_t end) {
       forward_step_blocks<scalar_t>(begin, end, rows, blocks, pre + t * B * 4 * H, T * B * 4 * H,
                                     t == 0 ? h_first : ys + (t - 1) * state, w_hh_t.data_ptr<scalar_t>(),
                                     bias.data_ptr<scalar_t>(), t == 0 ? c_first : c_all + (t - 1) * state,
@@ -567,7 +571,7 @@ void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at
     const scalar_t *act = gates.data_ptr<scalar_t>(), *c_first = c0.data_ptr<scalar_t>(), *c_all = cs.data_ptr<scalar_t>();
     const scalar_t *grad_h = grad_y.data_ptr<scalar_t>(), *grad_c = grad_cs.data_ptr<scalar_t>();
     scalar_t *d_pre_ptr = d_pre.data_ptr<scalar_t>(), *dh = dh_carry.data_ptr<scalar_t>(), *dc = grad_c0.data_ptr<scalar_t>();
-    for_each_step(T, /*reverse=*/true, G, blocks, [&](int64_t t, int64_t begin, int64_t end) {
+    for_each_step(T, /*reverse=*/true, G, blocks, rows * 4 * H * H, [&](int64_t t, int64_t begin, int64_t end) {
       backward_step_blocks<scalar_t>(begin, end, rows, blocks, act + t * B * 4 * H, d_pre_ptr + t * B * 4 * H,
                                      T * B * 4 * H, w_hh_packed.data_ptr<scalar_t>(),
                                      t == 0 ? c_first : c_all + (t - 1) * state, c_all + t * state,
@@ -593,7 +597,7 @@ void lstm_backward(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_lstm_cell_cpu(
     const at::Tensor& x, const at::Tensor& h, const at::Tensor& c, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const at::Tensor& bias, const c10::optional<at::Tensor>& mask_ih, const c10::optional<at::Tensor>& mask_hh) {
-  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false, /*bool_masks=*/true);
+  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false);
   check_bias(bias, x, s);
   at::Tensor h_new = at::empty_like(h), c_new = at::empty_like(c);
   at::Tensor gates = at::empty({s.G, s.B, 4 * s.H}, x.options());
@@ -606,7 +610,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
     const c10::optional<at::Tensor>& mask_hh, const at::Tensor& gates, const at::Tensor& c_new) {
-  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false, /*bool_masks=*/true);
+  const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false);
   check_tensor(grad_h, "grad_h", 3, x);
   check_shape(grad_h, "grad_h", h.sizes());
   check_tensor(grad_c, "grad_c", 3, x);
@@ -628,7 +632,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_lstm_seq_cpu(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const at::Tensor& bias, const c10::optional<at::Tensor>& mask_ih, const c10::optional<at::Tensor>& mask_hh) {
-  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true, /*bool_masks=*/true);
+  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true);
   check_bias(bias, x, s);
   at::Tensor y = at::empty({s.T, s.G, s.B, s.H}, x.options()), cs = at::empty_like(y);
   at::Tensor gates = at::empty({s.G, s.T, s.B, 4 * s.H}, x.options());
@@ -640,7 +644,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_y, const at::Tensor& grad_cs, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
     const c10::optional<at::Tensor>& mask_hh, const at::Tensor& y, const at::Tensor& cs, const at::Tensor& gates) {
-  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true, /*bool_masks=*/true);
+  const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true);
   for (auto [tensor, name] : {std::pair{&grad_y, "grad_y"}, {&grad_cs, "grad_cs"}, {&y, "y"}, {&cs, "cs"}}) {
     check_tensor(*tensor, name, 4, x);
     check_shape(*tensor, name, {s.T, s.G, s.B, s.H});

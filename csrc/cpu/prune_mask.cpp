@@ -2,7 +2,6 @@
 // pattern, groups in parallel. Magnitudes are compared as unsigned integers (the sign bit cleared),
 // which orders them like the floats and makes the tie rule exact; every NaN gets one key above +inf,
 // as the reference's sort ranks NaNs of any payload as equal.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "parallel.h"
 
 namespace hapruned {
 namespace {
@@ -48,7 +48,8 @@ void prune_group(const scalar_t* w, int64_t size, int64_t n_prune, bool* keep) {
 at::Tensor magnitude_prune_mask_cpu(const at::Tensor& weight, const at::Tensor& n_prune) {
   check_prune_inputs(weight, n_prune);
   const int64_t groups = weight.size(0), size = weight.size(1);
-  const int64_t* counts = n_prune.data_ptr<int64_t>();
+  const at::Tensor n_prune_dense = n_prune.contiguous();  // a view (expanded, strided) is read as its values
+  const int64_t* counts = n_prune_dense.data_ptr<int64_t>();
   for (int64_t g = 0; g < groups; ++g) {
     TORCH_CHECK(counts[g] >= 0 && counts[g] <= size, "n_prune[", g, "] must lie in [0, ", size, "], got ",
                 counts[g]);
@@ -57,7 +58,7 @@ at::Tensor magnitude_prune_mask_cpu(const at::Tensor& weight, const at::Tensor& 
   bool* out = keep.data_ptr<bool>();
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "magnitude_prune_mask_cpu", [&] {
     const scalar_t* w = weight.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(0, groups, grain_for(size), [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g) prune_group(w + g * size, size, counts[g], out + g * size);
     });
   });

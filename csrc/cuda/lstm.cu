@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// weight * mask, the mask bool or the weight's dtype (a NaN or an infinity in a pruned weight gives NaN).
 at::Tensor masked_weight(const at::Tensor& weight, const c10::optional<at::Tensor>& mask) {
   return mask ? weight * *mask : weight;
 }

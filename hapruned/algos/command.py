@@ -38,7 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
                      help="iterations between checkpoints; one is always written at the end (default: 25)")
     run.add_argument("--threads", type=int, default=None, metavar="N",
-                     help="torch and numba threads (default: their own defaults)")
+                     help="threads of this run (default: the cores it may use, at most one per agent and seed); "
+                     "for several runs at once give each its share, e.g. --threads 1 each on a 2-core machine")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, no progress bar")
     add_dataclass_arguments(parser, TrainConfig, presets=PRESETS)
     parser.set_defaults(func=functools.partial(run_train, parser=parser))
@@ -74,10 +75,10 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(flag_names(str(err), TrainConfig, DSAConfig))
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        hapruned.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    groups = config.n_users * len(config.seed_list)  # the ops' parallel work: one agent of one seed each
+    hapruned.set_num_threads(args.threads or min(hapruned.available_cores(), groups))
     try:
         summary = train(config, args.out, resume=args.resume, progress=not args.json,
                         checkpoint_every=args.checkpoint_every)

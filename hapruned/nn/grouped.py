@@ -1,6 +1,11 @@
 """Modules that hold G independent copies of a layer as one tensor, so one op serves all groups
 (agents, or seeds x agents). Every weight may carry a mask buffer ``<name>_mask`` (None = dense)
-that the ops apply inside the kernel; biases are never masked."""
+that the ops apply inside the kernel; biases are never masked.
+
+``torch.nn.utils.prune`` works on these weights too (``custom_from_mask``, ``l1_unstructured``, ...):
+it turns ``<name>`` into the parameter ``<name>_orig`` and the buffer ``<name>_mask``, which the
+forward hands to the op as weight and mask (the product that prune's hook also computes is not
+used), and ``prune.remove`` bakes the mask into ``<name>`` again."""
 
 import math
 
@@ -24,6 +29,12 @@ class _Shared:
         """``param`` with one slice per group (shared slices repeated; the gradient of a shared slice is
         the sum of its groups' gradients)."""
         return param if self.share == 1 else param.repeat_interleave(self.share, dim=0)
+
+
+def _weight_and_mask(module: nn.Module, name: str):
+    """The weight ``name`` of ``module`` and its mask (None: dense), also under ``torch.nn.utils.prune``."""
+    weight = getattr(module, name + "_orig", None)  # prune's parameter; `name` is then its product with the mask
+    return (getattr(module, name) if weight is None else weight), getattr(module, name + "_mask", None)
 
 
 class GroupedLSTM(_Shared, nn.Module):
@@ -59,8 +70,8 @@ class GroupedLSTM(_Shared, nn.Module):
 
     def zero_state(self, batch: int):
         """Zero (h, c), each (num_layers, groups, batch, hidden)."""
-        w = self.weight_hh_l0
-        h = torch.zeros(self.num_layers, self.groups, batch, self.hidden_size, device=w.device, dtype=w.dtype)
+        bias = self.bias_l0  # never pruned, so always a parameter
+        h = torch.zeros(self.num_layers, self.groups, batch, self.hidden_size, device=bias.device, dtype=bias.dtype)
         return h, h.clone()
 
     def forward(self, x: torch.Tensor, state=None):
@@ -73,8 +84,8 @@ class GroupedLSTM(_Shared, nn.Module):
         layer_input, h_out, c_out = x, [], []
         for k in range(self.num_layers):
             h, c = h0[k], c0[k]
-            w_ih, w_hh, bias = (self.per_group(getattr(self, f"{name}_l{k}")) for name in ("weight_ih", "weight_hh", "bias"))
-            m_ih, m_hh = getattr(self, f"weight_ih_l{k}_mask"), getattr(self, f"weight_hh_l{k}_mask")
+            (w_ih, m_ih), (w_hh, m_hh) = _weight_and_mask(self, f"weight_ih_l{k}"), _weight_and_mask(self, f"weight_hh_l{k}")
+            w_ih, w_hh, bias = self.per_group(w_ih), self.per_group(w_hh), self.per_group(getattr(self, f"bias_l{k}"))
             layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
             h_out.append(h)
             c_out.append(c)
@@ -97,6 +108,7 @@ class GroupedLinear(_Shared, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., groups, batch, in) -> (..., groups, batch, out)."""
-        weight = self.per_group(self.weight)
-        weight = weight if self.weight_mask is None else weight * self.weight_mask
+        weight, mask = _weight_and_mask(self, "weight")
+        weight = self.per_group(weight)
+        weight = weight if mask is None else weight * mask.to(weight.dtype)
         return torch.matmul(x, weight.transpose(-1, -2)) + self.per_group(self.bias).unsqueeze(-2)

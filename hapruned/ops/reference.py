@@ -36,17 +36,22 @@ def reference_keep_mask(weight: torch.Tensor, n_prune: torch.Tensor) -> torch.Te
     return rank >= n_prune[:, None]
 
 
+def _masked(weight, mask):
+    """weight * mask in the weight's dtype: the masking rule of every op and twin."""
+    return weight if mask is None else weight * mask.to(weight.dtype)
+
+
 def reference_masked_lstm_cell(x, h, c, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
     """One LSTM step for G independent groups, gate order i, f, g, o (as ``torch.nn.LSTMCell``).
 
     x: (groups, batch, input), h and c: (groups, batch, hidden), w_ih: (groups, 4*hidden, input),
     w_hh: (groups, 4*hidden, hidden), bias: (groups, 4*hidden), masks: like their weights (bool or
     float). Returns (h', c'), each (groups, batch, hidden).
+
+    A mask multiplies its weight after conversion to the weight's dtype, whatever its values (0/1 or
+    not, bool or float), so a NaN or an infinity in a pruned weight makes the output NaN.
     """
-    if mask_ih is not None:
-        w_ih = w_ih * mask_ih
-    if mask_hh is not None:
-        w_hh = w_hh * mask_hh
+    w_ih, w_hh = _masked(w_ih, mask_ih), _masked(w_hh, mask_hh)
     gates = torch.baddbmm(bias.unsqueeze(1), x, w_ih.transpose(1, 2)) + torch.bmm(h, w_hh.transpose(1, 2))
     i, f, g, o = gates.chunk(4, dim=-1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -86,8 +91,6 @@ def reference_sparse_lstm_step(x, h, c, row_ptr, col_idx, values, bias):
 # (torch.ops.hapruned.*) and serve as their kernels on devices the build lacks.
 
 
-def _masked(weight, mask):
-    return weight if mask is None else weight * mask
 
 
 def reference_masked_lstm_cell_forward(x, h, c, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
