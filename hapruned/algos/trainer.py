@@ -54,6 +54,7 @@ EVAL_SEED_OFFSET = 1 << 40
 LATER_FIELDS = {name: TrainConfig.__dataclass_fields__[name].default for name in (
     "algo", "snr_low", "snr_high", "pu_prob", "observe_snr", "replay_capacity", "replay_batch", "updates_per_iteration",
     "target_update", "target_tau", "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")}
+ENV_LATER_FIELDS = {"observe_snr": False}
 
 
 # The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
@@ -343,10 +344,13 @@ def _interrupt_note(out: Path, where):
 
 
 def with_later_fields(saved: dict) -> dict:
-    """A saved config (or a dict holding one, e.g. under ``env``) with ``LATER_FIELDS`` that it lacks."""
-    if "n_users" in saved:
-        saved = {**LATER_FIELDS, **saved}
-    return {key: with_later_fields(value) if isinstance(value, dict) else value for key, value in saved.items()}
+    """A saved config with the ``LATER_FIELDS`` it lacks (a scheme run's environment under ``env``, with
+    the environment's ones)."""
+    if "iterations" in saved:  # a training config
+        return {**LATER_FIELDS, **saved}
+    if isinstance(saved.get("env"), dict):
+        return {**saved, "env": {**ENV_LATER_FIELDS, **saved["env"]}}
+    return saved
 
 
 def check_same_config(saved: dict, current: dict, out: Path) -> None:
