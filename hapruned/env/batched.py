@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from hapruned.env.config import DSAConfig
+from hapruned.env.encoding import ACK, IDLE, NACK, PRIMARY_USER  # numba compiles them in as constants
 from hapruned.env.rng import next_uniform, seed_states
 
 
@@ -80,23 +81,23 @@ def _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward
         feedback[b, a] = 0
     for n in range(n_users):
         feedback[b, actions[b, n]] += 1
-    feedback[b, 0] = 0  # idle
+    feedback[b, 0] = IDLE
     for k in range(1, n_channels + 1):
         if pu_busy[b, k - 1]:
-            feedback[b, k] = -2
+            feedback[b, k] = PRIMARY_USER
         else:
-            feedback[b, k] = 1 if feedback[b, k] == 1 else -1
+            feedback[b, k] = ACK if feedback[b, k] == 1 else NACK
     total = 0.0
     for n in range(n_users):
         # no branch per user (random actions would defeat branch prediction): a user keeps its
         # rate only on an ACK, and idle users read rate[b, n, 0] = 0
         a = actions[b, n]
         code = feedback[b, a]
-        gained = rate[b, n, a] * (code == 1)
+        gained = rate[b, n, a] * (code == ACK)
         obs[b, n, 0] = a
         obs[b, n, 1] = code
         throughput[b, n] = gained
-        observed_rate[b, n] = rate[b, n, a] * (code != -2)  # the channel's rate, collided or not
+        observed_rate[b, n] = rate[b, n, a] * (code != PRIMARY_USER)  # the channel's rate, collided or not
         total += gained
     reward[b] = total
     if draw_next:
