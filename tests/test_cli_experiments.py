@@ -1,6 +1,7 @@
 """``hapruned reproduce``, ``hapruned sweep`` and ``hapruned report``: skip and resume, errors, Ctrl-C,
 the Ray executor."""
 
+import argparse
 import csv
 import json
 import os
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import hapruned
 from hapruned.algos import trainer
 from hapruned.cli import main
-from hapruned.experiments import executors, grid
+from hapruned.experiments import grid
 
 TINY_BUDGET = dict(n_users=2, n_channels=2, horizon=8, hidden_size=16, iterations=4, envs_per_iteration=2,
                    minibatches=1, epochs=1, i_prune=1, eval_every=2, eval_episodes=3)
@@ -66,16 +68,6 @@ def test_reproduce_skips_finished_runs_and_rebuilds_the_outputs(tmp_path, capsys
     assert "linear (`linear`)" in capsys.readouterr().out and (tmp_path / "table1.csv").exists()
 
 
-def test_reproduce_reports_missing_methods(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(grid.METHODS, "future", grid.Method("future", "a future method", overrides={"algo": "none-yet"}))
-    assert reproduce(tmp_path, "--methods", "future,aloha", "--seeds", "0") == 0
-    out = capsys.readouterr().out
-    assert "missing (their algorithm is not in this build of hapruned): future" in out
-    assert "| A | a future method (`future`) |  | missing: not in this build |" in out
-    assert not (tmp_path / "runs" / "A" / "future").exists()
-    assert json.loads((tmp_path / "report.json").read_text())["missing"] == ["future"]
-
-
 def test_an_interrupted_grid_resumes_to_the_same_results(tmp_path, capsys, monkeypatch):
     assert reproduce(tmp_path / "whole", "--methods", "linear", "--seeds", "0") == 0
     original = trainer.IAGCPPO.train_iteration
@@ -115,12 +107,22 @@ def test_a_directory_of_another_budget_is_refused_before_any_run(tmp_path, capsy
     (["--jobs", "3", "--threads", "1"], "exceeds the 2 cores"),
     (["--ray-address", "10.0.0.1:6379"], "--ray-address needs --executor ray"),
     (["--seeds", "x"], "--seeds"),
+    (["--seeds", str(2**63)], "--seeds must be an integer in [0, 9223372036854775807]"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, monkeypatch, flags, message):
-    monkeypatch.setattr(executors, "cpu_count", lambda: 2)
+    monkeypatch.setattr(hapruned, "available_cores", lambda: 2)
     code, err = exit_code(["reproduce", "--out", str(tmp_path / "out"), *flags], capsys)
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_alone_size_the_jobs_to_the_cores(monkeypatch):
+    from hapruned.experiments.options import executor_from_args
+
+    monkeypatch.setattr(hapruned, "available_cores", lambda: 4)
+    args = argparse.Namespace(jobs=None, threads=2, executor="local", ray_address=None)
+    executor = executor_from_args(args, None)
+    assert (executor.jobs, executor.threads) == (2, 2)
 
 
 def test_a_missing_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -343,6 +343,9 @@ def test_export_errors(run_dir, tmp_path):
     torch.save(checkpoint, other / "checkpoint.pt")
     with pytest.raises(ExportError, match="holds no actor"):
         export_actors(other, tmp_path / "a.hpz")
+    (other / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="checkpoint.pt' is damaged"):
+        export_actors(other, tmp_path / "a.hpz")
 
 
 def test_export_command(run_dir, tmp_path, capsys):

@@ -112,7 +112,7 @@ def train(
     start = 0
     checkpoint = out / CHECKPOINT_FILE
     if resuming:
-        check_same_config(_read_config_file(out), resolved, out)
+        check_same_config(read_config_file(out), resolved, out)
         _remove_interrupted_writes(out)
         if checkpoint.exists():
             saved = _load_checkpoint(checkpoint, resolved, config.iterations)
@@ -235,7 +235,7 @@ def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
 def load_config(out_dir) -> TrainConfig:
     """The config a run directory was started with (its ``config.json``); RunDirError if it is damaged."""
     path = Path(out_dir) / CONFIG_FILE
-    values = _read_config_file(Path(out_dir))
+    values = read_config_file(Path(out_dir))
     try:
         return TrainConfig(**values)
     except (TypeError, ValueError) as err:
@@ -268,9 +268,11 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+RESUME_HINT = ". Delete it and run again with --resume to restart this run from iteration 0, or start a new --out"
+
+
 def _damaged(path: Path, what: str) -> str:
-    return (f"cannot resume from {str(path)!r}: {what}. Delete it and run again with --resume to restart "
-            f"this run from iteration 0, or start a new --out")
+    return f"cannot resume from {str(path)!r}: {what}{RESUME_HINT}"
 
 
 def _check_new_run_dir(out: Path, resume: bool) -> None:
@@ -290,8 +292,9 @@ def _check_new_run_dir(out: Path, resume: bool) -> None:
         raise RunDirError(f"cannot create the run directory {str(out)!r}: {str(parent)!r} is not writable")
 
 
-def _read_config_file(out: Path) -> dict:
-    path = out / CONFIG_FILE
+def read_config_file(out: Path) -> dict:
+    """The JSON object of a run directory's ``config.json``; RunDirError naming the file if it is damaged."""
+    path = Path(out) / CONFIG_FILE
     try:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -301,16 +304,22 @@ def _read_config_file(out: Path) -> dict:
     return values
 
 
-def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
-    """Read ``checkpoint.pt`` and check that it belongs to the run of ``config``."""
+def read_checkpoint(path: Path, hint: str = "") -> dict:
+    """A run's ``checkpoint.pt``; RunDirError naming the file (then ``hint``) if it is damaged."""
     try:
         # our own file, written by _save_checkpoint: it holds numpy RNG states, hence weights_only=False
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch.load raises many kinds on a truncated or foreign file
-        raise RunDirError(_damaged(path, f"it is damaged ({type(err).__name__}: {_first_line(err)})")) from None
+        raise RunDirError(f"{str(path)!r} is damaged ({type(err).__name__}: {_first_line(err)}){hint}") from None
     keys = {"iteration", "algo", "torch_rng", "trainer", "config"}
     if not isinstance(saved, dict) or not keys <= saved.keys():
-        raise RunDirError(_damaged(path, "it is not a hapruned checkpoint"))
+        raise RunDirError(f"{str(path)!r} is not a hapruned checkpoint{hint}")
+    return saved
+
+
+def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
+    """Read ``checkpoint.pt`` and check that it belongs to the run of ``config``."""
+    saved = read_checkpoint(path, RESUME_HINT)
     saved_config = with_later_fields(saved["config"])
     if saved_config != config:
         differing = sorted(k for k in saved_config.keys() | config.keys() if saved_config.get(k) != config.get(k))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import sys
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "setup": args.setup,
             "episodes": args.episodes,
             "seed": args.seed,
-            "config": {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(config).items()},
+            "config": config.to_dict(),
             "schemes": results,
             "decentralised_bound": decentralised_bound(config),
         }

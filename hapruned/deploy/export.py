@@ -10,12 +10,9 @@ in the weights. The actors of the actor-critic learners (``algo`` ppo, ac, pai) 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import hapruned
 from hapruned.deploy import FORMATS
@@ -37,22 +34,24 @@ class ExportError(ValueError):
 
 
 def read_run(run_dir) -> tuple[dict, dict]:
-    """(config, checkpoint) of a run directory; ExportError when it is not an actor-critic run."""
-    from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE
+    """(config, checkpoint) of a run directory; ExportError when it is not an actor-critic run or a file
+    of it is damaged."""
+    from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE, RunDirError, read_checkpoint, read_config_file
 
     run = Path(run_dir)
     for name in (CONFIG_FILE, CHECKPOINT_FILE):
         if not (run / name).is_file():
             raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}",
                               "run_dir")
-    config = json.loads((run / CONFIG_FILE).read_text())
-    algo = config.get("algo", "ppo")
-    if algo not in ACTOR_ALGOS:
-        raise ExportError(f"export reads the actors of actor-critic runs (algo {', '.join(ACTOR_ALGOS)}); the run in "
-                          f"{str(run)!r} has algo={algo!r}")
-    # our own file, written by the trainer: it holds numpy RNG states, hence weights_only=False
-    checkpoint = torch.load(run / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    return config, checkpoint
+    try:
+        config = read_config_file(run)
+        algo = config.get("algo", "ppo")
+        if algo not in ACTOR_ALGOS:
+            raise ExportError(f"export reads the actors of actor-critic runs (algo {', '.join(ACTOR_ALGOS)}); the run "
+                              f"in {str(run)!r} has algo={algo!r}")
+        return config, read_checkpoint(run / CHECKPOINT_FILE)
+    except RunDirError as err:
+        raise ExportError(str(err), "run_dir") from None
 
 
 def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, list[ActorWeights]]:
@@ -128,7 +127,7 @@ def actor_metadata(config, seed: int, iteration: int | None) -> dict:
             "hidden_size": config.hidden_size, "num_layers": config.num_layers, "n_actions": env.n_channels + 1,
             "gate_order": "ifgo",
         },
-        "environment": json.loads(json.dumps(dataclasses.asdict(env))),
+        "environment": env.to_dict(),
         "encoding": {"features": features, "feedback_codes": list(FEEDBACK_CODES)},
         "source": {
             "seed": seed, "iteration": iteration, "method": config.method, "prune_mode": config.prune_mode,

@@ -100,3 +100,7 @@ class DSAConfig:
 
     def replace(self, **changes) -> "DSAConfig":
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The fields as plain JSON values (a per-channel ``pu_prob`` as a list)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}

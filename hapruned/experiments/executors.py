@@ -21,14 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import hapruned
 from hapruned.experiments.grid import ERROR_FILE, Run
 
 RAY_INSTALL = 'pip install "hapruned[ray]"'
-
-
-def cpu_count() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def execute(run: Run, threads: int) -> dict:
@@ -170,7 +166,7 @@ class RayExecutor:
         root = str(Path(__file__).resolve().parents[2])
         pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         return {
-            "num_cpus": self.jobs * self.threads if self.jobs else cpu_count(),
+            "num_cpus": self.jobs * self.threads if self.jobs else hapruned.available_cores(),
             "include_dashboard": False,
             "runtime_env": {"env_vars": {"PYTHONPATH": pythonpath}},
         }

@@ -9,15 +9,14 @@ held-out episodes the learned runs of the same seed are evaluated on, and write 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hapruned.algos import config as config_module
 from hapruned.algos.config import TrainConfig
-from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, check_same_config, config_dict, eval_seed
+from hapruned.algos.trainer import (CONFIG_FILE, SUMMARY_FILE, RunDirError, check_same_config, config_dict, eval_seed,
+                                    read_config_file, write_atomic)
 
 RUNS_DIR = "runs"
 MANIFEST_FILE = "experiment.json"
@@ -72,15 +71,6 @@ class Method:
             overrides["i_start"] = round(self.i_start_fraction * budget.config().iterations)
         return budget.config(**overrides, setup=setup, seed=seed)
 
-    @property
-    def available(self) -> bool:
-        """False for a learned method whose algorithm this build of hapruned does not have."""
-        algo = self.overrides.get("algo")
-        if algo is None:
-            return True
-        has_algo_field = "algo" in {f.name for f in dataclasses.fields(TrainConfig)}
-        return has_algo_field and algo in getattr(config_module, "ALGOS", ())
-
 
 # In Table I's order, then hapruned's own rows. The pruned PPO rows other than the two harmonic ones
 # use the budget's prune mode (fast: masked, paper: regrow); the table names each row's mode.
@@ -121,8 +111,7 @@ class Run:
         """What ``config.json`` holds: the whole training config, or for a scheme what its result depends on."""
         if self.scheme is None:
             return config_dict(self.config)
-        env = {name: list(v) if isinstance(v, tuple) else v for name, v in dataclasses.asdict(self.config.env_config).items()}
-        return {"scheme": self.scheme, "env": env, "eval_episodes": self.config.eval_episodes,
+        return {"scheme": self.scheme, "env": self.config.env_config.to_dict(), "eval_episodes": self.config.eval_episodes,
                 "eval_seed": eval_seed(self.seed)}
 
     def status(self) -> str:
@@ -131,7 +120,7 @@ class Run:
     def check_config(self) -> None:
         """RunDirError if the directory was started with another configuration (e.g. another budget)."""
         if (self.path / CONFIG_FILE).exists():
-            check_same_config(json.loads((self.path / CONFIG_FILE).read_text()), self.identity(), self.path)
+            check_same_config(read_config_file(self.path), self.identity(), self.path)
 
 
 def run_status(path: Path) -> str:
@@ -149,11 +138,10 @@ def run_key(*parts) -> str:
 
 
 def reproduce_runs(out_dir, budget: Budget, setups, methods, seeds) -> list[Run]:
-    """The runs of the available ``methods``, ordered seed by seed so that an interrupted grid has
-    whole seeds of every row (schemes first: they take seconds)."""
+    """The runs of ``methods``, ordered seed by seed so that an interrupted grid has whole seeds of
+    every row (schemes first: they take seconds)."""
     out = Path(out_dir).resolve()
-    chosen = [METHODS[name] for name in methods if METHODS[name].available]
-    chosen.sort(key=lambda m: m.scheme is None)
+    chosen = sorted((METHODS[name] for name in methods), key=lambda m: m.scheme is None)
     runs = []
     for seed in seeds:
         for setup in setups:
@@ -176,11 +164,18 @@ def write_manifest(out_dir, manifest: dict) -> None:
     """What the last reproduce or sweep call asked for; ``hapruned report`` rebuilds its outputs from it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
 
 
 def read_manifest(out_dir) -> dict:
+    """The manifest of a reproduce or sweep directory; RunDirError if it has none or it is damaged."""
     path = Path(out_dir) / MANIFEST_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{str(out_dir)!r} holds no {MANIFEST_FILE}: it is not a reproduce or sweep directory")
-    return json.loads(path.read_text())
+        raise RunDirError(f"{str(out_dir)!r} holds no {MANIFEST_FILE}: it is not a reproduce or sweep directory")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunDirError(f"{str(path)!r} is damaged (not JSON); run the reproduce or sweep command again") from None
+    if not isinstance(manifest, dict) or manifest.get("command") not in ("reproduce", "sweep"):
+        raise RunDirError(f"{str(path)!r} is not a reproduce or sweep manifest; run that command again")
+    return manifest

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from hapruned.algos.config import parse_seeds
 from hapruned.experiments.grid import BUDGETS, write_manifest
+from hapruned.env.rng import MAX_SEED
+from hapruned.validation import check_integer
 
 EXECUTORS = ("local", "ray")
 
@@ -37,18 +38,27 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 def seeds_from_args(args, parser) -> tuple[int, ...]:
     seeds = args.seeds if args.seeds is not None else BUDGETS[args.budget].seeds
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        parser.error(f"--seeds must be distinct integers >= 0, got {seeds}")
+    try:
+        for seed in seeds:
+            check_integer(seed, "--seeds", 0, MAX_SEED)
+    except ValueError as err:
+        parser.error(str(err))
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds must be distinct, got {seeds}")
     return seeds
 
 
 def executor_from_args(args, parser):
     """The executor the flags ask for; parser.error (exit 2) on bad values or a missing ``ray``."""
-    from hapruned.experiments.executors import LocalExecutor, RayExecutor, cpu_count
+    from hapruned import available_cores
+    from hapruned.experiments.executors import LocalExecutor, RayExecutor
 
-    for flag in ("jobs", "threads"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be an integer >= 1, got {getattr(args, flag)}")
+    try:
+        for flag in ("jobs", "threads"):
+            if getattr(args, flag) is not None:
+                check_integer(getattr(args, flag), f"--{flag}", 1)
+    except ValueError as err:
+        parser.error(str(err))
     if args.ray_address and args.executor != "ray":
         parser.error("--ray-address needs --executor ray")
     if args.executor == "ray":
@@ -56,8 +66,8 @@ def executor_from_args(args, parser):
             return RayExecutor(args.ray_address, args.jobs, args.threads or 1)
         except ImportError as err:
             parser.error(f"--executor ray: {err}")
-    cores = cpu_count()
-    jobs = args.jobs or cores
+    cores = available_cores()
+    jobs = args.jobs or max(1, cores // (args.threads or 1))
     threads = args.threads or max(1, cores // jobs)
     if jobs * threads > cores:
         parser.error(f"--jobs {jobs} x --threads {threads} exceeds the {cores} cores of this machine")
@@ -70,7 +80,7 @@ def run_grid(runs, manifest: dict, args, parser) -> int:
     a run failed, 130 on Ctrl-C."""
     from hapruned.algos.trainer import RunDirError
     from hapruned.experiments.executors import run_all
-    from hapruned.experiments.report import write_report
+    from hapruned.experiments.report import print_report, write_report
 
     executor = executor_from_args(args, parser)
     try:
@@ -90,7 +100,5 @@ def run_grid(runs, manifest: dict, args, parser) -> int:
         print(f"\ninterrupted: finished runs are kept in {args.out}; run the same command again to resume",
               file=sys.stderr)
         return 130
-    report = write_report(args.out)
-    print(Path(report["files"][0]).read_text())  # the table
-    print("wrote " + ", ".join(report["files"]))
+    print_report(write_report(args.out))
     return 1 if any(o["status"] != "done" for o in outcomes) else 0

@@ -21,7 +21,7 @@ TABLE_MD, TABLE_CSV = "table1.md", "table1.csv"
 FIG1, FIG2 = "fig1_sparsity.png", "fig2_training.png"
 REPORT_JSON = "report.json"
 STAT_HEADER = ("best seed", "mean ± std", "95% CI", "final sparsity")
-TABLE_COLUMNS = ("setup", "method", "label", "kind", "available", "pruning", "n", "seeds_total", "best",
+TABLE_COLUMNS = ("setup", "method", "label", "kind", "pruning", "n", "seeds_total", "best",
                  "best_seed", "mean", "std", "ci95_low", "ci95_high", "final_sparsity", "paper")
 
 
@@ -33,6 +33,12 @@ def write_report(out_dir) -> dict:
 
         return write_sweep_report(out_dir, manifest)
     return write_reproduce_report(out_dir, manifest)
+
+
+def print_report(report: dict) -> None:
+    """The table of a written report (its first file), then the list of files."""
+    print(Path(report["files"][0]).read_text())
+    print("wrote " + ", ".join(report["files"]))
 
 
 # --------------------------------------------------------------------------- one group of runs
@@ -103,7 +109,7 @@ def reproduce_report(out_dir, manifest: dict) -> dict:
             unfinished += results["unfinished"]
             rows.append({
                 "setup": setup, "method": name, "label": method.label,
-                "kind": "scheme" if method.scheme else "learned", "available": method.available,
+                "kind": "scheme" if method.scheme else "learned",
                 "pruning": _pruning(paths.values()), "seeds_total": len(paths), **reward_stats(results),
                 "paper": None if method.paper is None else method.paper["AB".index(setup)],
             })
@@ -119,7 +125,6 @@ def reproduce_report(out_dir, manifest: dict) -> dict:
               for setup in manifest["setups"]}
     return {
         **manifest, "rows": rows,
-        "missing": [name for name in manifest["methods"] if not METHODS[name].available],
         "failed": failed, "unfinished": unfinished,
         "fig1_sparsity": fig1, "fig2_training": {"curves": fig2, "levels": levels},
     }
@@ -155,8 +160,8 @@ def table_markdown(report: dict) -> str:
     header = ("setup", "method", "pruning", "seeds", *STAT_HEADER, "paper (best seed)")
     cells = []
     for row in report["rows"]:
-        seeds = f"{row['n']}/{row['seeds_total']}" if row["available"] else "missing: not in this build"
-        cells.append((row["setup"], f"{row['label']} (`{row['method']}`)", row["pruning"], seeds, *stat_cells(row),
+        cells.append((row["setup"], f"{row['label']} (`{row['method']}`)", row["pruning"],
+                      f"{row['n']}/{row['seeds_total']}", *stat_cells(row),
                       "—" if row["paper"] is None else f"{row['paper']:.2f}"))
     lines.append(markdown_table(header, cells))
     lines += notes(report)
@@ -164,10 +169,8 @@ def table_markdown(report: dict) -> str:
 
 
 def notes(report: dict) -> list[str]:
-    """Lines under a table naming the missing methods and the failed and unfinished runs."""
+    """Lines under a table naming the failed and unfinished runs."""
     lines = []
-    if report.get("missing"):
-        lines.append(f"Missing (their algorithm is not in this build of hapruned): {', '.join(report['missing'])}.")
     for failure in report["failed"]:
         lines.append(f"Failed: {failure['run']}: {failure['error']}")
     if report["unfinished"]:

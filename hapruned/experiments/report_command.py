@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,12 +20,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from hapruned.experiments.report import write_report
+    from hapruned.algos.trainer import RunDirError
+    from hapruned.experiments.report import print_report, write_report
 
     try:
         report = write_report(args.dir)
-    except FileNotFoundError as err:
+    except RunDirError as err:
         parser.error(f"DIR: {err}")
-    print(Path(report["files"][0]).read_text())  # the table
-    print("wrote " + ", ".join(report["files"]))
+    print_report(report)
     return 0

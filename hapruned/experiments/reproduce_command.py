@@ -17,8 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train every learned method of the paper's Table I (and hapruned's own rows) and "
         "evaluate the non-learning schemes on the same held-out episodes, one run directory per "
         "setup, method and seed under DIR/runs; then write DIR/table1.md, table1.csv, "
-        "fig1_sparsity.png, fig2_training.png and report.json. Methods whose algorithm this build "
-        "lacks are reported as missing.",
+        "fig1_sparsity.png, fig2_training.png and report.json.",
     )
     add_grid_arguments(parser)
     parser.add_argument("--setups", default=",".join(SETUPS), metavar="LIST",
@@ -38,9 +37,6 @@ def run_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     except ValueError as err:
         parser.error(str(err))
     seeds = seeds_from_args(args, parser)
-    missing = [name for name in methods if not METHODS[name].available]
-    if missing:
-        print(f"missing (their algorithm is not in this build of hapruned): {', '.join(missing)}")
     runs = reproduce_runs(args.out, BUDGETS[args.budget], setups, methods, seeds)
     manifest = {"command": "reproduce", "budget": args.budget, "setups": setups, "methods": methods, "seeds": list(seeds)}
     return run_grid(runs, manifest, args, parser)
