@@ -3,7 +3,7 @@
 Run: python -m pytest benchmarks/test_bench_deploy.py --benchmark-group-by=group
 The actor is the paper's (2 LSTM layers x 128, K = 5 channels, 10 input features, 6 actions) with
 random weights magnitude-pruned to 95% as one agent's weights are. Each group holds the sparse path
-and its baselines, so the ratios come from one run; torch runs on THREADS threads.
+and its baselines, so the ratios come from one run; torch runs on one thread.
 
 - "actor file size": the .hpz file (float32, float16) against torch.save of the dense actor's
   state_dict; the sizes are in extra_info and asserted (<= 1/10 in float32, <= 1/15 in float16).
@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-import hapruned
 from hapruned import ops
 from hapruned.algos import TrainConfig
 from hapruned.algos.models import GroupedActor
@@ -30,15 +29,8 @@ from hapruned.deploy.hpz import ActorWeights
 from hapruned.deploy.numpy_actor import NumpyActor, gate_scales, lstm_gates
 
 HIDDEN, LAYERS, CHANNELS, SPARSITY = 128, 2, 5, 0.95
-THREADS = 1
 
-
-@pytest.fixture(scope="module", autouse=True)
-def fixed_threads():
-    previous = torch.get_num_threads()
-    hapruned.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,17 @@
 
 Run: python -m pytest benchmarks/test_bench_ops.py --benchmark-group-by=group
 Each group holds the kernel and its baselines, so the ratios come from one run. torch runs on a
-fixed number of threads (THREADS). CUDA cases are marked and skipped without a GPU.
+single thread (the one_thread fixture). CUDA cases are marked and skipped without a GPU.
 """
 
 import pytest
 import torch
 
-import hapruned
 from hapruned import ops
 
 GROUPS, HIDDEN, INPUT, SPARSITY = 10, 128, 9, 0.95
-THREADS = 1
 
-
-@pytest.fixture(scope="module", autouse=True)
-def fixed_threads():
-    previous = torch.get_num_threads()
-    hapruned.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sync(device):

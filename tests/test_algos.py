@@ -81,8 +81,9 @@ def test_ac_gradient_is_the_plain_policy_gradient_with_entropy_bonus():
 
     # the learner's step: capture the actor's gradient before the optimiser moves the weights
     algo.actor_optimizer.step = lambda: None
-    algo._minibatch_step(inputs, actions, old_log_probs, advantages, returns, {k: [] for k in (
-        "actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction", "actor_grad_norm", "critic_grad_norm")})
+    stats = {k: [] for k in ("actor_loss", "critic_loss", "entropy", "actor_grad_norm", "critic_grad_norm")}
+    algo._minibatch_step(inputs, actions, old_log_probs, advantages, returns, stats)
+    assert all(len(values) == 1 for values in stats.values())
     got = {name: p.grad.clone() for name, p in algo.actor.named_parameters()}
 
     # written out: per agent, -mean_t,b[log pi(a) * A_hat] - c * mean_t,b[H], summed over agents,

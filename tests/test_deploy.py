@@ -17,7 +17,8 @@ from hapruned.algos.models import GroupedActor
 from hapruned.algos.trainer import eval_seed, train
 from hapruned.cli import main
 from hapruned.deploy import ExportError, HpzError, export_actors, load_actors, observation_features, read_hpz
-from hapruned.deploy.actor import dense_torch_actor, sample_actions
+from hapruned.deploy.actor import dense_torch_actor
+from hapruned.nn import sample_actions
 from hapruned.deploy.export import actor_metadata, actor_weights, read_run, write_actors
 from hapruned.deploy.numpy_actor import load_numpy_actors
 from hapruned.deploy.verify import replay_evaluation

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from hapruned.algos import trainer
 from hapruned.algos.config import TrainConfig

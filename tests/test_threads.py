@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
-import hapruned
-
 SPIN = "import os, sys\n{first}\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
 
 
-def test_available_cores_is_the_affinity_mask():
-    assert hapruned.available_cores() == len(os.sched_getaffinity(0))
+def test_available_cores_follow_the_affinity_mask():
+    # a process pinned to one CPU (as taskset or a container's cpuset pins it) may use one core
+    script = "import os, hapruned; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(hapruned.available_cores())"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "1"
 
 
 @pytest.mark.parametrize("first, environment, expected", [

@@ -18,6 +18,7 @@ import numpy as np
 from hapruned.algos.config import PRESETS, TrainConfig
 from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
 from hapruned.env import DSAConfig
+from hapruned.validation import check_integer
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -71,13 +72,13 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = config_from_args(args)
         check_device(config.device)
         check_memory(training_memory(config))
+        check_integer(args.checkpoint_every, "--checkpoint-every", 1)
+        if args.threads is not None:
+            check_integer(args.threads, "--threads", 1)
     except ValueError as err:
         parser.error(flag_names(str(err), TrainConfig, DSAConfig))
-    if args.checkpoint_every < 1:
-        parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    groups = config.n_users * len(config.seed_list)  # the ops' parallel work: one agent of one seed each
+    # the ops' parallel work: one group per agent of each seed (DQN: one per seed)
+    groups = len(config.seed_list) * (1 if config.algo == "dqn" else config.n_users)
     hapruned.set_num_threads(args.threads or min(hapruned.available_cores(), groups))
     try:
         summary = train(config, args.out, resume=args.resume, progress=not args.json,

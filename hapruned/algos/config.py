@@ -185,6 +185,8 @@ class TrainConfig:
             if getattr(self, name) != _DEFAULTS[name]:
                 fail(name, f"left at its default {_DEFAULTS[name]!r} with algo {self.algo!r}, which does not use it",
                      getattr(self, name))
+        if self.eval_greedy and self.eval_epsilon != _DEFAULTS["eval_epsilon"]:
+            fail("eval_epsilon", "left at its default with eval_greedy (which evaluates with epsilon 0)", self.eval_epsilon)
         if self.algo == "dqn" and self.replay_capacity < self.envs_per_iteration:
             fail("replay_capacity", f">= envs_per_iteration={self.envs_per_iteration} (one iteration's episodes)",
                  self.replay_capacity)
@@ -239,9 +241,7 @@ class TrainConfig:
         are dropped and the algorithm's own defaults (``ALGO_DEFAULTS``, ``ALGO_PRESETS``) applied."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
-        algo = overrides.get("algo", "ppo")
-        if algo not in ALGOS:
-            raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+        algo = check_choice(overrides.get("algo", "ppo"), "TrainConfig.algo", ALGOS)
         values = {key: value for key, value in PRESETS[name].items() if key not in UNUSED_FIELDS[algo]}
         values.update(ALGO_DEFAULTS.get(algo, {}))
         values.update(ALGO_PRESETS.get((name, algo), {}))

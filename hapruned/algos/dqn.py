@@ -9,7 +9,7 @@ environments x agents, so no loop over agents.
   ``epsilon_end`` over the first ``epsilon_decay`` fraction of the iterations.
 - Replay: a preallocated ring buffer of whole episodes (``replay_capacity`` per seed), stored as the
   inputs (uint8 one-hots; float32 with ``observe_snr``, whose SNR feature uint8 cannot hold), the
-  actions (uint8) and the raw rewards; rewards are scaled at sampling time by the
+  actions (int16) and the raw rewards; rewards are scaled at sampling time by the
   current running return std (``normalize_rewards``), so old and new episodes share one scale.
 - Update: ``updates_per_iteration`` times, ``replay_batch`` episodes drawn uniformly (with
   replacement) run through the online and target networks from zero states (full sequences, as
@@ -51,7 +51,7 @@ def double_dqn_targets(rewards: torch.Tensor, q_online: torch.Tensor, q_target: 
 
 
 class EpisodeReplay:
-    """A ring buffer of whole episodes per seed, preallocated: inputs (S, C, T, N, F), actions uint8
+    """A ring buffer of whole episodes per seed, preallocated: inputs (S, C, T, N, F), actions int16
     (S, C, T, N), raw rewards float64 (S, C, T). Every seed stores the same number of episodes. The inputs
     are stored exactly, as ``input_dtype``: uint8 holds the one-hot features, float32 the SNR feature too."""
 
@@ -59,7 +59,7 @@ class EpisodeReplay:
                  input_dtype: torch.dtype = torch.uint8):
         self.capacity = capacity
         self.inputs = torch.zeros(seeds, capacity, horizon, agents, features, dtype=input_dtype, device=device)
-        self.actions = torch.zeros(seeds, capacity, horizon, agents, dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(seeds, capacity, horizon, agents, dtype=torch.int16, device=device)
         self.rewards = torch.zeros(seeds, capacity, horizon, dtype=torch.float64, device=device)
         self.position, self.size = 0, 0
 
@@ -69,7 +69,7 @@ class EpisodeReplay:
         N = actions.shape[1] // S
         slots = (self.position + torch.arange(B)) % self.capacity
         self.inputs[:, slots] = inputs.view(T, S, N, B, -1).permute(1, 3, 0, 2, 4).to(self.inputs.dtype)
-        self.actions[:, slots] = actions.view(T, S, N, B).permute(1, 3, 0, 2).to(torch.uint8)
+        self.actions[:, slots] = actions.view(T, S, N, B).permute(1, 3, 0, 2).to(self.actions.dtype)
         self.rewards[:, slots] = rewards.permute(1, 2, 0).to(self.rewards)
         self.position = (self.position + B) % self.capacity
         self.size = min(self.size + B, self.capacity)

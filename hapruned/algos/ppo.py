@@ -42,6 +42,7 @@ from hapruned import ops
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.learner import Learner, clip_grad_norm_per_group, mix_seeds
 from hapruned.algos.models import GroupedActor, GroupedCritic, init_group_
+from hapruned.nn import sample_actions
 from hapruned.pruning import Pruner, make_schedule
 
 
@@ -126,11 +127,7 @@ class IAGCPPO(Learner):
     def _act(self, x, state, generator, training, greedy):
         logits, state = self.actor(x.unsqueeze(0), state)
         logits = logits[0]
-        if greedy:
-            action = logits.argmax(-1)
-        else:
-            u = torch.rand(logits.shape[:-1] + (1,), generator=generator, device=self.device)
-            action = (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_(max=self.K)
+        action = sample_actions(logits, greedy, generator)
         log_prob = torch.log_softmax(logits, -1).gather(-1, action.unsqueeze(-1)).squeeze(-1) if training else None
         return action, log_prob, state
 
@@ -177,7 +174,9 @@ class IAGCPPO(Learner):
         advantages, returns = advantages.clone(), returns.clone()
 
         snapshot = self._snapshot()
-        stats = {k: [] for k in ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction", "actor_grad_norm", "critic_grad_norm")}
+        # ac's single step on a fresh rollout has no ratio, so no approx KL or clip fraction to report
+        ratio_stats = () if cfg.algo == "ac" else ("approx_kl", "clip_fraction")
+        stats = {k: [] for k in ("actor_loss", "critic_loss", "entropy", *ratio_stats, "actor_grad_norm", "critic_grad_norm")}
         size = B // cfg.minibatches
         for _ in range(cfg.epochs):
             order = torch.randperm(B, generator=self.shuffle_generator).to(self.device)
@@ -250,8 +249,9 @@ class IAGCPPO(Learner):
             stats["actor_loss"].append(float(per_group.mean()))
             stats["critic_loss"].append(float(critic_loss) / self.S)
             stats["entropy"].append(float(entropy.mean()))
-            stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
-            stats["clip_fraction"].append(float(((ratio - 1).abs() > cfg.clip).float().mean()))
+            if "approx_kl" in stats:
+                stats["approx_kl"].append(float(((ratio - 1) - log_ratio).mean()))
+                stats["clip_fraction"].append(float(((ratio - 1).abs() > cfg.clip).float().mean()))
             stats["actor_grad_norm"].append(float(actor_norms.mean()))
             stats["critic_grad_norm"].append(float(critic_norms.mean()))
 

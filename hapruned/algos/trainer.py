@@ -4,9 +4,9 @@ A run directory holds
 
 - ``config.json``: the resolved :class:`~hapruned.algos.config.TrainConfig`, written at the start;
 - ``metrics.jsonl``: one JSON object per iteration (the algorithm's metrics, such as
-  ``episode_reward``, ``sparsity`` per agent and, for the actor-critics, ``approx_kl``,
-  ``clip_fraction``, ``entropy``, ``explained_variance``, for DQN ``loss``, ``q_mean``, ``epsilon``; plus ``iteration``, ``iteration_time_s``, ``wall_time_s``,
-  ``agent_steps_per_s`` and, on evaluation iterations, ``eval_reward`` and ``eval_reward_per_seed``);
+  ``episode_reward``, ``sparsity`` per agent and, for the actor-critics, ``entropy``,
+  ``explained_variance`` (PPO and PaI: ``approx_kl``, ``clip_fraction``), for DQN ``loss``, ``q_mean``,
+  ``epsilon``; plus ``iteration``, ``iteration_time_s``, ``wall_time_s``, ``agent_steps_per_s`` and, on evaluation iterations, ``eval_reward`` and ``eval_reward_per_seed``);
 - ``checkpoint.pt``: the algorithm's complete state, the iteration and the trainer's counters,
   replaced atomically (written to a temporary file in the same directory, then renamed);
 - ``summary.json``: the final evaluation reward (per seed and mean) and the per-agent sparsity.
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
-from hapruned.env import observation_size
+from hapruned.env import DSAConfig, observation_size
 from hapruned.resources import check_memory
 from hapruned.validation import check_integer
 
@@ -54,7 +54,7 @@ EVAL_SEED_OFFSET = 1 << 40
 LATER_FIELDS = {name: TrainConfig.__dataclass_fields__[name].default for name in (
     "algo", "snr_low", "snr_high", "pu_prob", "observe_snr", "replay_capacity", "replay_batch", "updates_per_iteration",
     "target_update", "target_tau", "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")}
-ENV_LATER_FIELDS = {"observe_snr": False}
+ENV_LATER_FIELDS = {"observe_snr": DSAConfig.__dataclass_fields__["observe_snr"].default}
 
 
 # The learner of each ``TrainConfig.algo``; every one provides train_iteration, evaluate and its state.
@@ -216,12 +216,16 @@ def training_memory(config: TrainConfig) -> dict[str, tuple[float, str]]:
     S, N, K, T, H, L = len(config.seed_list), config.n_users, config.n_channels, config.horizon, config.hidden_size, config.num_layers
     F, A, B, G = observation_size(K, config.observe_snr), K + 1, config.envs_per_iteration, S * N
     per_network = 4 * H * (F + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + A * (H + 1)  # weights of one LSTM + head
-    networks = 4 * 6 * per_network * G * (2 if config.algo != "dqn" else 1)  # + critic, grads, Adam, masks
+    # the weights (DQN's and PaI's one set per seed, else one per agent; DQN's target or the critics), each
+    # with its gradient and Adam moments (float32), and a bool mask per agent
+    weights = (S if config.algo in ("dqn", "pai") else G) * per_network
+    weights += S * per_network if config.algo == "dqn" else S * (per_network + 4 * H * (N - 1) * F)
+    networks = 4 * 4 * weights + G * per_network
     # training: the recorded rollout and the sequence ops' saved activations (gates, states) with gradients
-    sequences = G * B if config.algo == "dqn" else 2 * G * B // config.minibatches
+    sequences = S * config.replay_batch * N * 2 if config.algo == "dqn" else 2 * G * B // config.minibatches
     training = 4 * T * (G * B * (F + 4) + 2 * 6 * H * L * sequences)
     input_bytes = 4 if config.observe_snr else 1  # the replay's inputs: float32 with the SNR feature, else uint8
-    replay = S * config.replay_capacity * T * (N * (input_bytes * F + 1) + 8) if config.algo == "dqn" else 0
+    replay = S * config.replay_capacity * T * (N * (input_bytes * F + 2) + 8) if config.algo == "dqn" else 0
     # evaluation: S x eval_episodes environments (SNRs and rates float64) and the recurrent states
     evaluation = S * config.eval_episodes * N * (8 * (2 * K + 4) + 4 * F + 4 * H * (2 * L + 12))
     return {
@@ -346,9 +350,9 @@ def _interrupt_note(out: Path, where):
         if isinstance(err, TrainingInterrupted):
             raise
         iteration, saved = where()
+        progress = f"the last checkpoint is at iteration {saved}" if saved else "no checkpoint yet (it restarts at 1)"
         raise TrainingInterrupted(
-            f"interrupted at iteration {iteration}; the last checkpoint is at iteration {saved}; "
-            f"resume with: hapruned train --out {str(out)} --resume"
+            f"interrupted at iteration {iteration}; {progress}; resume with: hapruned train --out {str(out)} --resume"
         ) from None
 
 
@@ -402,9 +406,7 @@ def _replace_atomically(path: Path, write, binary: bool) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would under the umask
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -416,6 +418,20 @@ def _replace_atomically(path: Path, write, binary: bool) -> None:
         if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux shows it (os.umask can only swap it, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _to_json(value):

@@ -4,7 +4,7 @@ Every scheme is a :class:`Policy`; :func:`evaluate` plays it on the batched simu
 """
 
 from hapruned.baselines.aloha import SlottedAloha, optimal_aloha_p
-from hapruned.baselines.base import Policy, evaluate
+from hapruned.baselines.base import Policy, evaluate, held_out_rewards
 from hapruned.baselines.oca import OpportunisticChannelAware
 from hapruned.baselines.oracle import Oracle, decentralised_bound, max_weight_matching, mean_rate
 from hapruned.baselines.sticky import StickyAccess
@@ -26,6 +26,7 @@ __all__ = [
     "StickyAccess",
     "decentralised_bound",
     "evaluate",
+    "held_out_rewards",
     "max_weight_matching",
     "mean_rate",
     "optimal_aloha_p",

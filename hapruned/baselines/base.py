@@ -35,6 +35,12 @@ def check_probability(name: str, value, low_open: bool = False) -> float:
     return check_number(value, name, 0, 1, low_open=low_open)
 
 
+def held_out_rewards(policy: Policy, config: DSAConfig, episodes: int, seed: int) -> np.ndarray:
+    """The rewards of ``policy`` on the held-out episodes a training run with evaluation seed ``seed``
+    plays (one batch of ``episodes`` environments, as ``Learner.evaluate`` steps them)."""
+    return evaluate(policy, config, episodes, seed=seed, num_envs=episodes)
+
+
 def evaluate(
     policy: Policy,
     config: DSAConfig,

@@ -15,6 +15,7 @@ from hapruned.env import DSAConfig
 from hapruned.env.config import SETUPS
 from hapruned.env.rng import MAX_SEED
 from hapruned.resources import check_memory
+from hapruned.validation import check_integer
 
 
 def _schemes(text: str) -> list[str]:
@@ -52,11 +53,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         config = dataclass_from_args(DSAConfig.setup(args.setup), args)
-        for name in ("episodes", "num_envs"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        if not 0 <= args.seed <= MAX_SEED:
-            raise ValueError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+        check_integer(args.episodes, "--episodes", 1)
+        check_integer(args.num_envs, "--num-envs", 1)
+        check_integer(args.seed, "--seed", 0, MAX_SEED)
         policies = {name: SCHEMES[name]() for name in args.schemes}
         if "aloha" in policies:
             aloha_p = None if args.aloha_p is None else check_probability("--aloha-p", args.aloha_p, low_open=True)

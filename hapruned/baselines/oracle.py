@@ -155,7 +155,7 @@ class Oracle(Policy):
 
     def reset(self, num_envs, config: DSAConfig, rng: np.random.Generator) -> None:
         self._actions = np.zeros((num_envs, config.n_users), dtype=np.int64)
-        self._values = np.zeros(num_envs)
+        self._values = np.zeros(num_envs)  # the matchings' values: the kernel writes them, the policy needs none
         self._weight = None
 
     def act(self, obs, throughput, env) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from hapruned.deploy.hpz import ActorWeights, ExportedActor, read_hpz
+from hapruned.nn import sample_actions
 from hapruned.ops.library import check_sparse_layer, sparse_lstm_step_op
 
 
@@ -61,17 +62,6 @@ class SparseActor(ExportedActor):
     def act(self, features, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """One step: ``sample_actions`` of the step's logits. Returns int64, () or (batch,)."""
         return sample_actions(self.logits(features), greedy, generator)
-
-
-def sample_actions(logits: torch.Tensor, greedy: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """The most likely actions (``greedy``) or actions drawn from the policy as training draws them: the
-    first action whose cumulative probability exceeds a uniform draw from ``generator``, one per row of
-    logits (..., n_actions)."""
-    if greedy:
-        return logits.argmax(-1)
-    u = torch.rand(logits.shape[:-1] + (1,), generator=generator)
-    return (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 def load_actors(path) -> list[SparseActor]:

@@ -9,6 +9,8 @@ import json
 import time
 from pathlib import Path
 
+from hapruned.validation import check_integer
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -54,10 +56,11 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hapruned.deploy.hpz import HpzError, read_hpz
     from hapruned.deploy.numpy_actor import NumpyActor
 
-    if args.steps < 5:
-        parser.error(f"--steps must be >= 5, got {args.steps}")
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        check_integer(args.steps, "--steps", 5)
+        check_integer(args.threads, "--threads", 1)
+    except ValueError as err:
+        parser.error(str(err))
     try:
         metadata, actors = read_hpz(args.file)
     except (HpzError, OSError) as error:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hapruned.validation import check_integer
+
 MAGIC = b"\x89HPZ\r\n\x1a\n"
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
@@ -112,9 +114,7 @@ class ExportedActor:
 
     def reset(self, batch: int = 1) -> None:
         """Start new episodes in ``batch`` environments: zero hidden and cell states."""
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-        self.batch = int(batch)
+        self.batch = check_integer(batch, "batch", 1)
         self._zero_state(self.batch)
 
     def _zero_state(self, batch: int) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hapruned.deploy.actor import load_actors, sample_actions
+from hapruned.deploy.actor import load_actors
+from hapruned.nn import sample_actions
 from hapruned.deploy.hpz import read_hpz
 
 
@@ -37,7 +38,7 @@ def replay_evaluation(run_dir, path, episodes: int | None = None, greedy: bool |
     exported = {actor.agent: actor for actor in load_actors(path)}
     episodes = algo.config.eval_episodes if episodes is None else episodes
     greedy = algo.config.eval_greedy if greedy is None else greedy
-    S, N, K, T = algo.S, algo.N, algo.K, algo.env_config.horizon
+    S, N, T = algo.S, algo.N, algo.env_config.horizon
     seed_index = algo.seeds.index(metadata["source"]["seed"])
     held_out = eval_seed(algo.seeds[0])
     env = BatchedDSAEnv(algo.env_config, episodes, copy=False)

@@ -21,7 +21,7 @@ HEADER = ("setup", "N", "K", "SNR observed", "method", "iterations", "seeds", "m
 def compare_runs(run_dirs) -> list[dict]:
     """One row per group of finished training runs that differ only in their seeds, in the order first met;
     RunDirError for a directory that is not a finished training run."""
-    from hapruned.baselines import Oracle, decentralised_bound, evaluate
+    from hapruned.baselines import Oracle, decentralised_bound, held_out_rewards
 
     groups = {}
     for run_dir in map(Path, run_dirs):
@@ -31,7 +31,7 @@ def compare_runs(run_dirs) -> list[dict]:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         episodes, seed = summary["eval_episodes"], summary["eval_seed"]
         # the oracle on the episodes the run's seeds were evaluated on (as hapruned reproduce plays the schemes)
-        oracle = evaluate(Oracle(), config.env_config, episodes, seed=seed, num_envs=episodes).mean()
+        oracle = held_out_rewards(Oracle(), config.env_config, episodes, seed).mean()
         key = json.dumps({k: v for k, v in config_dict(config).items() if k not in ("seed", "seeds")}, sort_keys=True)
         group = groups.setdefault(key, {"config": config, "rewards": [], "oracle": [], "minutes": [], "runs": []})
         group["rewards"] += summary["final_eval_reward_per_seed"]
@@ -48,7 +48,8 @@ def compare_runs(run_dirs) -> list[dict]:
             "observe_snr": config.observe_snr, "algo": config.algo, "method": config.method,
             "iterations": config.iterations, "seeds": len(rewards), "mean": mean,
             "std": float(rewards.std(ddof=1)) if len(rewards) > 1 else None,
-            "decentralised_bound": bound, "oracle": oracle, "gap_closed": (mean - bound) / (oracle - bound),
+            "decentralised_bound": bound, "oracle": oracle,
+            "gap_closed": (mean - bound) / (oracle - bound) if oracle != bound else None,
             "minutes_per_run": float(np.mean(group["minutes"])), "runs": group["runs"],
         })
     return rows
@@ -61,7 +62,7 @@ def bounds_table(rows: list[dict]) -> str:
          row["method"] if row["algo"] == "ppo" else row["algo"], row["iterations"], row["seeds"],
          f"{row['mean']:.1f}" + ("" if row["std"] is None else f" ± {row['std']:.1f}"),
          f"{row['decentralised_bound']:.1f}", f"{row['oracle']:.1f}",
-         f"{100 * row['gap_closed']:.0f}%", f"{row['minutes_per_run']:.1f}")
+         "—" if row['gap_closed'] is None else f"{100 * row['gap_closed']:.0f}%", f"{row['minutes_per_run']:.1f}")
         for row in rows
     ]
     return markdown_table(HEADER, cells)

@@ -56,13 +56,13 @@ def evaluate_scheme(run: Run) -> dict:
     """Play the scheme on the run's held-out episodes: the ``eval_episodes`` episodes whose streams are
     ``seed_states(eval_seed(seed), eval_episodes)``, as the trainer's evaluation of that seed plays."""
     from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, write_atomic, eval_seed
-    from hapruned.baselines import SCHEMES, evaluate
+    from hapruned.baselines import SCHEMES, held_out_rewards
 
     run.path.mkdir(parents=True, exist_ok=True)
     write_atomic(run.path / CONFIG_FILE, json.dumps(run.identity(), indent=2) + "\n")
     start = time.perf_counter()
     episodes = run.config.eval_episodes
-    rewards = evaluate(SCHEMES[run.scheme](), run.config.env_config, episodes, seed=eval_seed(run.seed), num_envs=episodes)
+    rewards = held_out_rewards(SCHEMES[run.scheme](), run.config.env_config, episodes, eval_seed(run.seed))
     summary = {
         "final_eval_reward": float(rewards.mean()),
         "final_eval_reward_per_seed": [float(rewards.mean())],

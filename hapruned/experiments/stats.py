@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from hapruned.validation import check_integer, check_number
+
 
 def t_cdf_two_sided(t: float, df: int) -> float:
     """P(|T| <= t) for Student's t with integer ``df`` degrees of freedom, t >= 0 (the finite sums of
@@ -26,10 +28,8 @@ def t_cdf_two_sided(t: float, df: int) -> float:
 
 def t_quantile(probability: float, df: int) -> float:
     """The two-sided Student-t critical value: P(|T| <= t) = ``probability`` (0.95 -> 2.776 at df = 4)."""
-    if isinstance(df, bool) or not isinstance(df, (int, np.integer)) or df < 1:
-        raise ValueError(f"df must be an integer >= 1, got {df!r}")
-    if not 0.0 < probability < 1.0:
-        raise ValueError(f"probability must be in (0, 1), got {probability!r}")
+    df = check_integer(df, "df", 1)
+    check_number(probability, "probability", 0, 1, low_open=True, high_open=True)
     low, high = 0.0, 1.0
     while t_cdf_two_sided(high, int(df)) < probability:
         high *= 2

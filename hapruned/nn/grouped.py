@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from hapruned import ops
+from hapruned.validation import check_integer
 
 
 def _check_share(groups: int, share: int) -> None:
-    if isinstance(share, bool) or not isinstance(share, int) or share < 1 or groups % share:
-        raise ValueError(f"share must be a positive integer that divides groups={groups}, got {share!r}")
+    if check_integer(share, "share", 1) and groups % share:
+        raise ValueError(f"share must divide groups={groups}, got {share!r}")
 
 
 class _Shared:
