@@ -49,5 +49,7 @@ def set_num_threads(n: int) -> None:
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    torch.set_num_threads(n)
+    # numba first: its first call starts numba's OpenMP pool, which sets the shared OpenMP thread count
+    # back to the core count once torch has used OpenMP, undoing an earlier torch.set_num_threads.
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(n)

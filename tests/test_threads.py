@@ -27,3 +27,24 @@ def test_gomp_spincount_is_set_before_torch_loads(first, environment, expected):
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == expected
+
+
+@pytest.mark.parametrize("torch_used_first", [False, True])
+def test_set_num_threads_holds_for_torch_and_numba(torch_used_first):
+    """One thread for both pools, whether or not torch has run a parallel op before the call, and still
+    after numba's first parallel kernel (starting numba's OpenMP pool may reset the shared thread count)."""
+    script = (
+        "import numpy as np, torch, numba, hapruned\n"
+        "from hapruned.env.batched import BatchedDSAEnv\n"
+        "from hapruned.env.config import DSAConfig\n"
+        + ("torch.ones(1_000_000).sum()\n" if torch_used_first else "")
+        + "hapruned.set_num_threads(1)\n"
+        "env = BatchedDSAEnv(DSAConfig.setup('A'), num_envs=64)\n"
+        "env.reset(seed=0)\n"
+        "env.step(np.zeros((64, env.config.n_users), dtype=np.int64))\n"
+        "torch.ones(1_000_000).sum()\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
