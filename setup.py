@@ -33,7 +33,9 @@ sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 # -fno-trapping-math -fno-math-errno (as torch itself builds) let the gate loops vectorise;
 # -ffp-contract=fast lets the register-blocked products use FMA (off by default under -std=c++17).
 # torch's build adds -DPy_LIMITED_API for its oldest supported Python (3.10): the wheel tag says the same.
-cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast"]
+# -Wno-psabi: the SIMD helpers pass AVX vectors by value between always-inline functions, where the
+# ABI GCC warns about never applies.
+cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi"]
 if cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     extension = CUDAExtension(

@@ -21,6 +21,12 @@ inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef s
   TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
 }
 
+// check_tensor for a tensor of the given shape, then its shape.
+inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape) {
+  check_tensor(t, name, static_cast<int64_t>(shape.size()), like);
+  check_shape(t, name, shape);
+}
+
 // Shapes of an LSTM call: x [G,B,I] (cell) or [T,G,B,I] (sequence), states [G,B,H].
 struct LstmShape {
   int64_t T, G, B, I, H;

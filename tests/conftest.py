@@ -11,6 +11,12 @@ def one_thread():
     hapruned.set_num_threads(1)
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """Runs a test on each device: the CUDA run is marked ``cuda`` (skipped without a GPU)."""
+    return request.param
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` need a GPU; without one they are skipped, not failed."""
     if torch.cuda.is_available():

@@ -22,7 +22,7 @@ def _copy_group_to_lstm(module, group):
     return lstm
 
 
-def _check_lstm_matches_torch(device):
+def test_lstm_matches_torch(device):
     torch.manual_seed(0)
     module = GroupedLSTM(3, 5, 7, num_layers=2, dtype=torch.float64).to(device)
     module.weight_hh_l1_mask = ops.magnitude_prune_mask(module.weight_hh_l1.detach().flatten(1), 0.6).view_as(
@@ -39,15 +39,6 @@ def _check_lstm_matches_torch(device):
         torch.testing.assert_close(y[:, g], y_g)
         torch.testing.assert_close(h[:, g], h_g)
         torch.testing.assert_close(c[:, g], c_g)
-
-
-def test_lstm_matches_torch_cpu():
-    _check_lstm_matches_torch("cpu")
-
-
-@pytest.mark.cuda
-def test_lstm_matches_torch_cuda():
-    _check_lstm_matches_torch("cuda")
 
 
 def test_lstm_masked_weights_get_no_gradient_and_state_continues():

@@ -9,6 +9,7 @@ import torch
 
 import hapruned
 from hapruned import ops
+
 TOLERANCE = {torch.float32: {"atol": 2e-5, "rtol": 1e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
 
 
@@ -59,25 +60,6 @@ def _assert_close(actual, expected, dtype, what):
         torch.testing.assert_close(a, e, **TOLERANCE[dtype])
 
 
-def _check_cell_matches_reference(device, dtype, groups, sparsity, non_contiguous):
-    for batch in (1, 3, 6, 17):  # the fused small-batch path (one and two row blocks) and the GEMM path
-        tensors, masks = _inputs(groups, batch, 9, 13, dtype, device, sparsity, non_contiguous=non_contiguous)
-        out, grads = _grads(ops.masked_lstm_cell, tensors, masks)
-        ref_out, ref_grads = _grads(ops.reference_masked_lstm_cell, tensors, masks)
-        _assert_close(out, ref_out, dtype, f"cell B={batch} outputs")
-        _assert_close(grads, ref_grads, dtype, f"cell B={batch} grads")
-
-
-def _check_seq_matches_reference(device, dtype, groups, sparsity, non_contiguous):
-    # batches over several row blocks of the CPU kernel, hidden sizes with and without a partial panel
-    for steps, batch, hidden in ((1, 2, 11), (5, 3, 11), (4, 13, 20), (3, 8, 16)):
-        tensors, masks = _inputs(groups, batch, 7, hidden, dtype, device, sparsity, steps, non_contiguous)
-        out, grads = _grads(ops.masked_lstm, tensors, masks)
-        ref_out, ref_grads = _grads(ops.reference_masked_lstm, tensors, masks)
-        _assert_close(out, ref_out, dtype, f"seq T={steps} outputs")
-        _assert_close(grads, ref_grads, dtype, f"seq T={steps} grads")
-
-
 CASES = [
     pytest.param(dtype, groups, sparsity, non_contiguous, id=f"{str(dtype)[6:]}-G{groups}-p{sparsity}-{'strided' if non_contiguous else 'dense'}")
     for dtype, groups, sparsity, non_contiguous in [
@@ -94,19 +76,24 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
-def test_cell_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
-    _check_cell_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
+def test_cell_matches_reference(device, dtype, groups, sparsity, non_contiguous):
+    for batch in (1, 3, 6, 17):  # the fused small-batch path (one and two row blocks) and the GEMM path
+        tensors, masks = _inputs(groups, batch, 9, 13, dtype, device, sparsity, non_contiguous=non_contiguous)
+        out, grads = _grads(ops.masked_lstm_cell, tensors, masks)
+        ref_out, ref_grads = _grads(ops.reference_masked_lstm_cell, tensors, masks)
+        _assert_close(out, ref_out, dtype, f"cell B={batch} outputs")
+        _assert_close(grads, ref_grads, dtype, f"cell B={batch} grads")
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
-def test_cell_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
-    _check_cell_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
-
-
-@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
-def test_seq_matches_reference_cpu(dtype, groups, sparsity, non_contiguous):
-    _check_seq_matches_reference("cpu", dtype, groups, sparsity, non_contiguous)
+def test_seq_matches_reference(device, dtype, groups, sparsity, non_contiguous):
+    # batches over several row blocks of the CPU kernel, hidden sizes with and without a partial panel
+    for steps, batch, hidden in ((1, 2, 11), (5, 3, 11), (4, 13, 20), (3, 8, 16)):
+        tensors, masks = _inputs(groups, batch, 7, hidden, dtype, device, sparsity, steps, non_contiguous)
+        out, grads = _grads(ops.masked_lstm, tensors, masks)
+        ref_out, ref_grads = _grads(ops.reference_masked_lstm, tensors, masks)
+        _assert_close(out, ref_out, dtype, f"seq T={steps} outputs")
+        _assert_close(grads, ref_grads, dtype, f"seq T={steps} grads")
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -134,12 +121,6 @@ def test_kernels_agree_across_thread_counts(threads):
     assert torch.equal(results[threads, "prune"], results[1, "prune"])
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype, groups, sparsity, non_contiguous", CASES)
-def test_seq_matches_reference_cuda(dtype, groups, sparsity, non_contiguous):
-    _check_seq_matches_reference("cuda", dtype, groups, sparsity, non_contiguous)
-
-
 def test_float_masks_match_reference_cpu():
     """Float masks (read in the weights' dtype, not as bytes) through the vectorised paths: single steps
     in dot-product form (B = 1, 6) and through the packed weights (B = 17), and the sequence."""
@@ -155,7 +136,6 @@ def test_float_masks_match_reference_cpu():
         _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"float masks B={batch} T={steps}")
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 # Every path of the kernels: single steps in dot-product form (B = 1, 6) and through the packed
 # weights (B = 17), and the sequence (T = 4).
 PATHS = [(1, None), (6, None), (17, None), (13, 4)]
@@ -165,7 +145,6 @@ def _op_and_twin(steps):
     return (ops.masked_lstm_cell, ops.reference_masked_lstm_cell) if steps is None else (ops.masked_lstm, ops.reference_masked_lstm)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mask_dtype", [torch.float32, torch.float64])
 def test_float_masks_other_than_0_and_1_multiply(device, mask_dtype):
     """A float mask is a factor per weight (converted to the weights' dtype), not a keep/drop flag."""
@@ -198,7 +177,6 @@ def test_changes_to_a_float_mask_are_seen():
         _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, f"mask {seed}")
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
 def test_non_finite_pruned_weights_give_nan_with_either_mask_kind(device, mask_dtype):
     """One rule for both mask kinds and the twin: the mask multiplies, so a NaN or an infinity in a
@@ -261,7 +239,7 @@ def test_reference_matches_lstm_cell_per_group():
         _assert_close((h_new[g], c_new[g]), expected, torch.float64, f"group {g} vs LSTMCell")
 
 
-def _check_gradcheck(device):
+def test_gradcheck(device):
     for batch in (1, 3):
         tensors, masks = _inputs(2, batch, 3, 4, torch.float64, device, 0.5)
         leaves = [t.requires_grad_() for t in tensors]
@@ -275,16 +253,7 @@ def _check_gradcheck(device):
     assert torch.autograd.gradcheck(flat_seq, leaves)
 
 
-def test_gradcheck_cpu():
-    _check_gradcheck("cpu")
-
-
-@pytest.mark.cuda
-def test_gradcheck_cuda():
-    _check_gradcheck("cuda")
-
-
-def _check_opcheck(device):
+def test_opcheck(device):
     cases = [(1, 0.5, torch.float32), (3, 0.5, torch.float32), (3, None, None), (1, 0.5, torch.bool), (17, 0.5, torch.bool)]
     for batch, sparsity, mask_dtype in cases:
         tensors, masks = _inputs(2, batch, 3, 4, torch.float32, device, sparsity)
@@ -298,16 +267,7 @@ def _check_opcheck(device):
         torch.library.opcheck(torch.ops.hapruned.masked_lstm_cell_backward.default, backward_args)
 
 
-def test_opcheck_cpu():
-    _check_opcheck("cpu")
-
-
-@pytest.mark.cuda
-def test_opcheck_cuda():
-    _check_opcheck("cuda")
-
-
-def _check_compile(device):
+def test_compile(device):
     tensors, masks = _inputs(2, 3, 4, 5, torch.float32, device, 0.5, steps=2)
 
     def step(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh):
@@ -319,15 +279,6 @@ def _check_compile(device):
     expected = step(*tensors, *masks)
     actual = compiled(*tensors, *masks)
     _assert_close(actual, expected, torch.float32, "compiled")
-
-
-def test_compile_cpu():
-    _check_compile("cpu")
-
-
-@pytest.mark.cuda
-def test_compile_cuda():
-    _check_compile("cuda")
 
 
 def test_reference_fallback_without_extension():

@@ -7,7 +7,7 @@ import torch
 from hapruned import ops
 
 
-def _check_matches_reference(device):
+def test_matches_reference(device):
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         for groups, size in ((1, 1), (3, 17), (10, 1001)):
@@ -19,16 +19,7 @@ def _check_matches_reference(device):
                 assert torch.equal(keep, expected), f"{dtype} {groups}x{size} sparsity={sparsity}"
 
 
-def test_matches_reference_cpu():
-    _check_matches_reference("cpu")
-
-
-@pytest.mark.cuda
-def test_matches_reference_cuda():
-    _check_matches_reference("cuda")
-
-
-def _check_exact_counts(device):
+def test_exact_counts(device):
     gen = torch.Generator().manual_seed(1)
     weight = torch.randn(4, 1000, generator=gen).to(device)
     sparsity = torch.tensor([0.0, 0.0625, 0.1875, 1.0], dtype=torch.float64)  # 62.5 and 187.5: half to even
@@ -40,16 +31,7 @@ def _check_exact_counts(device):
         assert magnitude[keep[g]].min() >= magnitude[~keep[g]].max()
 
 
-def test_exact_counts_cpu():
-    _check_exact_counts("cpu")
-
-
-@pytest.mark.cuda
-def test_exact_counts_cuda():
-    _check_exact_counts("cuda")
-
-
-def _check_ties(device):
+def test_ties(device):
     # All equal magnitudes (signs and -0.0 included): the lowest flat indices are pruned first.
     weight = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0, 1.0], [0.0, -0.0, 2.0, 0.0, -2.0, 0.0]]).to(device)
     keep = ops.magnitude_prune_mask(weight, 0.5)
@@ -60,32 +42,14 @@ def _check_ties(device):
     assert keep.tolist() == [[True, False, False, False, False, True, False, True]]
 
 
-def test_ties_cpu():
-    _check_ties("cpu")
-
-
-@pytest.mark.cuda
-def test_ties_cuda():
-    _check_ties("cuda")
-
-
-def _check_non_finite(device):
+def test_non_finite(device):
     weight = torch.tensor([[float("nan"), float("inf"), -float("inf"), 1.0, -5.0, 0.5]]).to(device)
     keep = ops.magnitude_prune_mask(weight, 0.5)
     assert torch.equal(keep, ops.reference_magnitude_prune_mask(weight, 0.5))
     assert keep.tolist() == [[True, True, True, False, False, False]]
 
 
-def test_non_finite_cpu():
-    _check_non_finite("cpu")
-
-
-@pytest.mark.cuda
-def test_non_finite_cuda():
-    _check_non_finite("cuda")
-
-
-def _check_nan_payloads(device):
+def test_nan_payloads(device):
     """NaNs of any payload or sign rank as one value above +inf, ties by index, as the reference's sort
     has it (arithmetic gives 0x7fffffff-style NaNs, ``float("nan")`` is 0x7fc00000)."""
     for dtype, int_dtype, nans in (
@@ -97,15 +61,6 @@ def _check_nan_payloads(device):
         for n_prune in range(weight.shape[1] + 1):
             p = n_prune / weight.shape[1]
             assert torch.equal(ops.magnitude_prune_mask(weight, p), ops.reference_magnitude_prune_mask(weight, p)), (dtype, n_prune)
-
-
-def test_nan_payloads_cpu():
-    _check_nan_payloads("cpu")
-
-
-@pytest.mark.cuda
-def test_nan_payloads_cuda():
-    _check_nan_payloads("cuda")
 
 
 def test_non_contiguous_weight():

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../checks.h"
-#include "activations.h"
+#include "gates.h"
 
 namespace hapruned {
 namespace {
