@@ -66,8 +66,17 @@ def test_budgets_are_the_presets():
     assert BUDGETS["paper"].config() == TrainConfig.preset("paper")
     assert BUDGETS["fast"].config() == TrainConfig.preset("fast")
     assert BUDGETS["paper"].seeds == tuple(range(10)) and BUDGETS["fast"].seeds == tuple(range(5))
+    assert BUDGETS["paper-budget"].config() == TrainConfig.preset("paper-budget")
+    paper_budget = BUDGETS["paper-budget"].config()
+    assert paper_budget.iterations * paper_budget.envs_per_iteration <= 1000  # the paper's training episodes
     smoke = BUDGETS["smoke"].config()
     assert smoke.iterations < 20 and smoke.eval_episodes < 20 and len(BUDGETS["smoke"].seeds) >= 2
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_every_method_has_a_config_on_every_budget(tmp_path, budget):
+    runs = reproduce_runs(tmp_path, BUDGETS[budget], ["A", "B"], list(METHODS), [0])
+    assert len(runs) == 2 * len(METHODS)
 
 
 def test_grid_run_list(tmp_path):

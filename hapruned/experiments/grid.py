@@ -41,6 +41,9 @@ BUDGETS = {
                     description="the published protocol: 1000 iterations of 1 episode, eval every 10 over 100 episodes"),
     "fast": Budget("fast", seeds=tuple(range(5)),
                    description="the fast preset: 200 iterations of 16 episodes, eval every 10 over 100 episodes"),
+    "paper-budget": Budget("paper-budget", seeds=tuple(range(5)),
+                           description="hapruned's choices within the paper's 1000 episodes: 250 iterations of 4, "
+                                       "eval every 10 over 100 episodes"),
     # proves the pipeline end to end in a minute or two on 2 cores; it does not learn. It changes only
     # fields that every algorithm reads (an algorithm refuses settings of fields it does not use).
     "smoke": Budget("fast", {"iterations": 4, "envs_per_iteration": 4, "eval_every": 2, "eval_episodes": 8},
