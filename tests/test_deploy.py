@@ -362,7 +362,21 @@ def test_export_command(run_dir, tmp_path, capsys):
     assert 0 < check["max_logit_diff"] <= FLOAT16_LOGIT_TOLERANCE
 
 
+def test_export_command_replays_greedily_on_request(run_dir, tmp_path, capsys):
+    rewards = {}
+    for flag in ("--greedy", "--no-greedy"):
+        assert main(["export", str(run_dir), "--out", str(tmp_path / "a.hpz"), "--verify", flag, "--json"]) == 0
+        check = json.loads(capsys.readouterr().out)["verify"]
+        assert check["greedy"] == (flag == "--greedy")
+        assert check["reward"] == pytest.approx(check["trained_reward"], rel=1e-12)
+        rewards[flag] = check["trained_reward"]
+    algo = trained(run_dir)
+    for flag, greedy in (("--greedy", True), ("--no-greedy", False)):
+        assert rewards[flag] == algo.evaluate(20, eval_seed(SEEDS[0]), greedy=greedy)[0]
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--greedy"], "--greedy/--no-greedy chooses the actions of --verify's replay; give --verify too"),
     (["--agents", "0,7"], "--agents: agents must be distinct indices"),
     (["--agents", "one"], "--agents: must be all or comma-separated"),
     (["--seed", "9"], "--seed: seed must be one of"),

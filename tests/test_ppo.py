@@ -68,6 +68,27 @@ def test_shapes_and_metrics(critic_input):
     assert len(evaluation) == S and all(r >= 0 for r in evaluation)
 
 
+def test_orthogonal_init():
+    algo = IAGCPPO(small(seeds=(0, 1), init="orthogonal"))
+    uniform = IAGCPPO(small(seeds=(0, 1)))
+    for module in (algo.actor.lstm, algo.critic.lstm):
+        for name, param in module.named_parameters():
+            if name.startswith("bias"):
+                assert not param.any(), name
+                continue
+            for w in param:  # per group: orthonormal columns (these weights are taller than wide)
+                torch.testing.assert_close(w.T @ w, torch.eye(w.shape[1]), atol=1e-5, rtol=0, msg=name)
+    head = algo.actor.head.weight  # [groups, actions, hidden]: orthonormal rows scaled by 0.01
+    for w in head:
+        torch.testing.assert_close(w @ w.T, 1e-4 * torch.eye(w.shape[0]), atol=1e-8, rtol=0)
+    torch.testing.assert_close(algo.critic.head.weight[0] @ algo.critic.head.weight[0].T, torch.ones(1, 1))
+    # groups are distinct draws, and the default is not orthogonal
+    assert not torch.equal(algo.actor.lstm.weight_hh_l0[0], algo.actor.lstm.weight_hh_l0[1])
+    w = uniform.actor.lstm.weight_hh_l0[0]
+    assert (w.T @ w - torch.eye(w.shape[1])).abs().max() > 0.1
+    assert IAGCPPO(small(init="orthogonal")).train_iteration(1)["entropy"] > 0
+
+
 def test_same_seed_same_run_and_different_seed_differs():
     runs = []
     for seed in (7, 7, 8):
@@ -186,6 +207,7 @@ def test_failure_after_some_minibatches_restores_the_state_before_the_update(mon
         ({"setup": "C"}, "setup"),
         ({"prune_mode": "soft"}, "prune_mode"),
         ({"critic_input": "global"}, "critic_input"),
+        ({"init": "xavier"}, "init"),
         ({"envs_per_iteration": 6, "minibatches": 4}, "minibatches"),
         ({"sparsity": 1.0}, "sparsity"),
         ({"agent_sparsity": (0.9, 0.9)}, "agent_sparsity"),

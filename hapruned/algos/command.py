@@ -33,8 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--out", required=True, metavar="DIR", help="run directory (must be empty unless --resume)")
     run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                     help="values of the flags not given for a new run: paper (as published) or fast "
-                     "(default: paper); a resumed run keeps its own config")
+                     help="values of the flags not given for a new run: paper (as published), fast (a workstation "
+                     "budget) or paper-budget (hapruned's choices within the paper's 1000 episodes) (default: paper); "
+                     "a resumed run keeps its own config")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its config")
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
                      help="iterations between checkpoints; one is always written at the end (default: 25)")

@@ -22,6 +22,7 @@ from hapruned.validation import check_choice, check_integer, check_number, is_in
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
 CRITIC_INPUTS = ("own", "joint")
+INITS = ("uniform", "orthogonal")
 
 
 # More seeds than this in one run is surely a typo (and each seed's networks take memory).
@@ -108,6 +109,8 @@ class TrainConfig:
     hidden_size: int = field(default=128, metadata={"help": "LSTM hidden units per layer (actors and critic)"})
     num_layers: int = field(default=2, metadata={"help": "LSTM layers (actors and critic)"})
     critic_input: str = field(default="own", metadata={"help": "critic reads each agent's own observation (own, paper) | the joint one (joint)"})
+    init: str = field(default="uniform", metadata={"help": "initial weights: uniform (PyTorch's LSTM and Linear defaults) | orthogonal "
+                                                           "(orthogonal matrices, zero biases, policy head scaled by 0.01)"})
     # PPO
     actor_lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the actors"})
     critic_lr: float = field(default=5e-5, metadata={"help": "Adam learning rate of the critic"})
@@ -144,7 +147,7 @@ class TrainConfig:
             object.__setattr__(self, name, checker(getattr(self, name), f"TrainConfig.{name}", *bounds, **options))
 
         for name, allowed in (("algo", ALGOS), ("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES),
-                              ("critic_input", CRITIC_INPUTS)):
+                              ("critic_input", CRITIC_INPUTS), ("init", INITS)):
             check(name, check_choice, allowed)
         for name in ("n_users", "n_channels", "horizon", "i_prune", "iterations", "envs_per_iteration", "hidden_size",
                      "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes", "replay_capacity",

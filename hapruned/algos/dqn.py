@@ -111,7 +111,7 @@ class RecurrentDQN(Learner):
         for s, seed in enumerate(self.seeds):
             init = torch.Generator().manual_seed(seed)
             for module in (self.q.lstm, self.q.head):
-                init_group_(module, s, init)
+                init_group_(module, s, init, cfg.init)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.actor_lr, fused=True)
         self.replay = EpisodeReplay(S, cfg.replay_capacity, cfg.horizon, self.N, self.F, self.device,

@@ -16,17 +16,24 @@ from torch import nn
 from hapruned.nn import GroupedLinear, GroupedLSTM
 
 
-def init_group_(module: nn.Module, group: int, generator: torch.Generator) -> None:
-    """Redraw group ``group`` of every parameter of ``module`` from ``generator`` (PyTorch's LSTM and
-    Linear defaults: U(-1/sqrt(fan), 1/sqrt(fan)), LSTM biases the sum of two such draws), so a seed's
-    networks do not depend on the global RNG or on which other seeds share the module."""
+def init_group_(module: nn.Module, group: int, generator: torch.Generator, scheme: str = "uniform",
+                gain: float = 1.0) -> None:
+    """Redraw group ``group`` of every parameter of ``module`` from ``generator``, so a seed's networks do
+    not depend on the global RNG or on which other seeds share the module. ``uniform``: PyTorch's LSTM
+    and Linear defaults, U(-1/sqrt(fan), 1/sqrt(fan)), LSTM biases the sum of two such draws;
+    ``orthogonal``: each weight matrix orthogonal times ``gain``, biases zero (common PPO practice)."""
     with torch.no_grad():
         for name, param in module.named_parameters():
-            fan = module.weight.shape[-1] if isinstance(module, GroupedLinear) else module.hidden_size
-            bound = 1.0 / math.sqrt(fan)
-            draw = torch.empty(param.shape[1:], dtype=param.dtype).uniform_(-bound, bound, generator=generator)
-            if isinstance(module, GroupedLSTM) and name.startswith("bias"):
-                draw += torch.empty_like(draw).uniform_(-bound, bound, generator=generator)
+            if scheme == "orthogonal":
+                draw = torch.zeros(param.shape[1:], dtype=param.dtype)
+                if not name.startswith("bias"):
+                    nn.init.orthogonal_(draw, gain, generator=generator)
+            else:
+                fan = module.weight.shape[-1] if isinstance(module, GroupedLinear) else module.hidden_size
+                bound = 1.0 / math.sqrt(fan)
+                draw = torch.empty(param.shape[1:], dtype=param.dtype).uniform_(-bound, bound, generator=generator)
+                if isinstance(module, GroupedLSTM) and name.startswith("bias"):
+                    draw += torch.empty_like(draw).uniform_(-bound, bound, generator=generator)
             param[group].copy_(draw.to(param.device))
 
 

@@ -80,11 +80,12 @@ class IAGCPPO(Learner):
         self.critic = GroupedCritic(S, critic_in, cfg.hidden_size, cfg.num_layers, device=self.device)
         for s, seed in enumerate(self.seeds):
             init = torch.Generator().manual_seed(seed)
-            for module in (self.actor.lstm, self.actor.head):
+            # orthogonal: a small policy head starts every agent near the uniform policy
+            for module, gain in ((self.actor.lstm, 1.0), (self.actor.head, 0.01)):
                 for group in ([s] if shared else range(s * N, (s + 1) * N)):
-                    init_group_(module, group, init)
+                    init_group_(module, group, init, cfg.init, gain)
             for module in (self.critic.lstm, self.critic.head):
-                init_group_(module, s, init)
+                init_group_(module, s, init, cfg.init)
             if shared:
                 self._draw_pai_masks(s, init)
         # fused: one pass over each tensor per step, instead of a pass per Adam operation

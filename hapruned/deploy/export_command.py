@@ -44,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="then replay the run's held-out evaluation episodes with the written .hpz actors beside "
                         "the trained ones and report the largest logit difference, the differing actions and "
                         "both rewards (hpz only)")
+    parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --verify: replay with the most likely actions (as an actor deployed without a random "
+                        "source acts) or with sampled ones (default: as the run evaluated, its eval_greedy)")
     parser.add_argument("--json", action="store_true", help="print what was written (and the check) as JSON")
     parser.set_defaults(func=functools.partial(run_export, parser=parser))
     return parser
@@ -55,6 +58,8 @@ def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     flags = {"run_dir": "RUN_DIR", "seed": "--seed", "agents": "--agents", "dtype": "--dtype", "format": "--format"}
     if args.verify and args.format != "hpz":
         parser.error("--verify checks .hpz files; it does not go with --format onnx")
+    if args.greedy is not None and not args.verify:
+        parser.error("--greedy/--no-greedy chooses the actions of --verify's replay; give --verify too")
     try:
         metadata, actors = run_actors(args.run_dir, args.seed, args.agents)
         size = write_actors(args.out, metadata, actors, dtype=args.dtype, format=args.format)
@@ -74,7 +79,7 @@ def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.verify:
         from hapruned.deploy.verify import replay_evaluation
 
-        check = summary["verify"] = replay_evaluation(args.run_dir, args.out, progress=not args.json)
+        check = summary["verify"] = replay_evaluation(args.run_dir, args.out, greedy=args.greedy, progress=not args.json)
         if not args.json:
             mode = "greedy" if check["greedy"] else "sampled"
             change = (check["reward"] - check["trained_reward"]) / abs(check["trained_reward"] or 1.0)
