@@ -207,6 +207,23 @@ def test_files_follow_the_umask_also_after_a_resume(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- 9. Ctrl-C
+def test_an_interrupt_that_breaks_the_writer_stays_an_interrupt(tmp_path):
+    """Ctrl-C inside torch.save can make its zip writer fail on exit with a RuntimeError; the run must still
+    stop as interrupted (exit 130, resume hint) and keep the previous file whole."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_text("previous")
+
+    def write(f):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("the writer's cleanup failed")
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer._replace_atomically(path, write, binary=False)
+    assert path.read_text() == "previous" and list(tmp_path.iterdir()) == [path]
+
+
 def test_ctrl_c_exits_130_with_a_resume_hint_and_no_traceback(tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "hapruned", "train", "--out", str(run), "--json", "--checkpoint-every", "1",

@@ -415,6 +415,10 @@ def _replace_atomically(path: Path, write, binary: bool) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err.__context__, KeyboardInterrupt) and not isinstance(err, KeyboardInterrupt):
+            # Ctrl-C inside the writer can make the writer's own cleanup fail (torch.save's zip writer
+            # then raises RuntimeError): what happened is the interrupt
+            raise err.__context__
         if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
