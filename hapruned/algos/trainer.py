@@ -53,7 +53,7 @@ EVAL_SEED_OFFSET = 1 << 40
 # (their defaults): a saved config without one compares as if it held that value, so those runs still resume.
 LATER_FIELDS = {name: TrainConfig.__dataclass_fields__[name].default for name in (
     "algo", "snr_low", "snr_high", "pu_prob", "observe_snr", "replay_capacity", "replay_batch", "updates_per_iteration",
-    "target_update", "target_tau", "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")}
+    "target_update", "target_tau", "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon", "init")}
 ENV_LATER_FIELDS = {"observe_snr": DSAConfig.__dataclass_fields__["observe_snr"].default}
 
 
