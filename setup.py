@@ -35,13 +35,13 @@ sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 # torch's build adds -DPy_LIMITED_API for its oldest supported Python (3.10): the wheel tag says the same.
 # -Wno-psabi: the SIMD helpers pass AVX vectors by value between always-inline functions, where the
 # ABI GCC warns about never applies.
-cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi"]
+cxx_flags = ["-std=c++20", "-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi"]
 if cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     extension = CUDAExtension(
         "hapruned._C",
         sources,
-        extra_compile_args={"cxx": cxx_flags + ["-DHAPRUNED_WITH_CUDA"], "nvcc": ["-O3", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags + ["-DHAPRUNED_WITH_CUDA"], "nvcc": ["-std=c++20", "-O3", "--use_fast_math"]},
         extra_link_args=["-fopenmp"],
         py_limited_api=True,
     )
