@@ -11,6 +11,15 @@ import hapruned
 from hapruned import ops
 
 TOLERANCE = {torch.float32: {"atol": 2e-5, "rtol": 1e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
+# On a GPU, float32 results differ from the CPU twin's by more: cuBLAS picks its own blocking and reduction
+# order per shape (the op multiplies all steps' inputs in one GEMM, the twin step by step) and the gate
+# kernels use CUDA's expf and tanhf. Measured on an H200: up to 3.3e-5 absolute. float64 stays tight.
+# The emulated CUDA device runs the CPU's GEMMs and maths, so the CPU tolerances hold there.
+CUDA_FLOAT32_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
+
+
+def _tolerance(dtype, device):
+    return CUDA_FLOAT32_TOLERANCE if dtype == torch.float32 and torch.device(device).type == "cuda" else TOLERANCE[dtype]
 
 
 def _mask(shape, sparsity, generator, dtype=torch.bool):
@@ -57,7 +66,7 @@ def _grads(fn, tensors, masks):
 def _assert_close(actual, expected, dtype, what):
     for k, (a, e) in enumerate(zip(actual, expected)):
         print(f"{what}[{k}] max |diff| = {(a - e).abs().max().item():.3g}")
-        torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+        torch.testing.assert_close(a, e, **_tolerance(dtype, a.device))
 
 
 CASES = [
@@ -193,7 +202,7 @@ def test_non_finite_pruned_weights_give_nan_with_either_mask_kind(device, mask_d
         assert ref_out[-1][1:].isnan().any(dim=(-2, -1)).all()  # groups 1 and 2 reached by a NaN
         assert not ref_out[-1][0].isnan().any()
         for k, (a, e) in enumerate(zip(out + grads, ref_out + ref_grads)):
-            torch.testing.assert_close(a, e, equal_nan=True, **TOLERANCE[torch.float32], msg=f"B={batch} T={steps} [{k}]")
+            torch.testing.assert_close(a, e, equal_nan=True, **_tolerance(torch.float32, device), msg=f"B={batch} T={steps} [{k}]")
 
 
 @pytest.mark.parametrize("used", ["y", "c_T"])
