@@ -61,11 +61,11 @@ thread_local const ThreadView* running = nullptr;
 
 namespace {
 
-constexpr int kWorkers = 2;          // worker threads per launch: blocks run in parallel
-constexpr int kResident = 4;         // blocks interleaved on one worker
-constexpr size_t kStackBytes = 64 * 1024;  // per CUDA thread, a guard page below it
-constexpr unsigned kMaxWarps = kMaxThreads / kWarpSize;
+constexpr int kWorkers = 2;                    // worker threads per launch: blocks run in parallel
+constexpr int kResident = 4;                   // blocks interleaved on one worker
+constexpr size_t kStackBytes = 64 * 1024;      // per CUDA thread, a guard page below it
 constexpr unsigned char kSharedPoison = 0xA5;  // fills shared memory: an unwritten read shows
+constexpr unsigned kMaxWarps = kMaxThreads / kWarpSize;
 
 enum class State : uint8_t { kRunnable, kBarrier, kWarp, kDone };
 
