@@ -104,14 +104,17 @@ class DirectoryLock:
 
 
 def _acquire(path: Path) -> int:
-    """The descriptor of ``path``, locked. The lock file is made complete beside it and linked into place
-    (an atomic create-if-absent); a lock file that nobody holds is replaced the same way, once this process
-    holds its lock, so that two processes can never both believe they hold it."""
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.argv),
+    """The descriptor of ``path``, locked. The lock file is written in full to a temporary file beside it and
+    linked into place (an atomic create-if-absent); a lock file that nobody holds is replaced by a rename,
+    once this process holds its lock, so that two processes can never both believe they hold it."""
+    program = Path(sys.argv[0])  # `python -m hapruned` runs hapruned/__main__.py: call it hapruned
+    program = program.parent.name if program.name == "__main__.py" else program.name
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join([program, *sys.argv[1:]]),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     for _ in range(100):  # another process can replace or remove the file between two steps: try again
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # as other files: whoever may write here may take a stale lock over
             os.write(fd, json.dumps(holder).encode())
             os.fsync(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
@@ -162,7 +165,7 @@ def _describe(data: bytes) -> str:
     try:
         holder = json.loads(data)
         fields = [str(holder[key]) for key in ("pid", "host", "command", "started")]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return "another process (its lock file does not say which)"
     pid, host, command, started = ("".join(c if c.isprintable() else "?" for c in field)[:300] for field in fields)
     return f"pid {pid} on {host} ({command}), started {started}"

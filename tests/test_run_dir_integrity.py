@@ -322,8 +322,9 @@ def test_a_holder_killed_with_sigkill_leaves_a_lock_file_that_does_not_block(tmp
     assert len(load_metrics(run)) == config.iterations and not (run / LOCK_FILE).exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b'{"pid": 1, "host": "x\\nTraceback", "command": "c\\u001b[31m",'
-                                     b' "started": "s"}'])
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[" * 4000, b'{"pid": 1, "host": "x\\nTraceback", '
+                                     b'"command": "c\\u001b[31m", "started": "s"}'],
+                         ids=["empty", "not JSON", "nested 4000 deep", "control characters"])
 def test_a_stale_or_damaged_lock_file_does_not_block_and_is_printed_on_one_line(tmp_path, monkeypatch, content):
     config, run = interrupted_run(tmp_path, monkeypatch)
     (run / LOCK_FILE).write_bytes(content)
