@@ -218,7 +218,7 @@ def test_observe_snr_flag_trains_on_the_wider_input(tmp_path, capsys, algo):
     assert run(["train", "--out", str(out), "--json", "--algo", algo, *TINY_ANY_ALGO, *extra, "--observe-snr",
                 "--snr-low", "1", "--snr-high", "100"]) == 0
     assert json.loads((out / "config.json").read_text())["observe_snr"] is True
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)["algo"]
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)["algo"]
     first_layer = checkpoint["q" if algo == "dqn" else "actor"]["lstm.weight_ih_l0"]
     assert first_layer.shape[-1] == 2 + 6  # K + 6 inputs: the SNR feature follows the one-hots
     if algo == "dqn":  # the replay keeps the feature exactly, between 0 and 1

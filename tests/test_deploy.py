@@ -14,7 +14,7 @@ import torch
 from hapruned import ops
 from hapruned.algos import IAGCPPO, TrainConfig
 from hapruned.algos.models import GroupedActor
-from hapruned.algos.trainer import eval_seed, train
+from hapruned.algos.trainer import checkpoint_digest, eval_seed, read_checkpoint, train
 from hapruned.cli import main
 from hapruned.deploy import ExportError, HpzError, export_actors, load_actors, observation_features, read_hpz
 from hapruned.deploy.actor import dense_torch_actor
@@ -55,7 +55,7 @@ def run_dir(request, tmp_path_factory):
 
 def trained(run_dir) -> IAGCPPO:
     config, checkpoint = read_run(run_dir)
-    algo = IAGCPPO(TrainConfig(**config))
+    algo = IAGCPPO(config)
     algo.load_state_dict(checkpoint["algo"])
     return algo
 
@@ -339,8 +339,9 @@ def test_export_errors(run_dir, tmp_path):
     with pytest.raises(ExportError, match="actors of actor-critic runs .* has algo='dqn'"):
         export_actors(other, tmp_path / "a.hpz")
     (other / "config.json").write_text(json.dumps(config))
-    checkpoint = torch.load(other / "checkpoint.pt", weights_only=False)
+    checkpoint = read_checkpoint(other / "checkpoint.pt")
     del checkpoint["algo"]["actor"]["head.weight"]
+    checkpoint["digest"] = checkpoint_digest(checkpoint)  # a well-formed checkpoint without an actor
     torch.save(checkpoint, other / "checkpoint.pt")
     with pytest.raises(ExportError, match="holds no actor"):
         export_actors(other, tmp_path / "a.hpz")

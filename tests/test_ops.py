@@ -167,23 +167,40 @@ def test_float_masks_other_than_0_and_1_multiply(device, mask_dtype):
         _assert_close(out + grads, ref_out + ref_grads, torch.float32, f"factor masks B={batch} T={steps}")
 
 
-def test_changes_to_a_float_mask_are_seen():
-    """A 0/1 float mask reaches the kernels as a bool copy, kept while the mask is unchanged: in-place
-    updates, a mask that stops being 0/1 and a new mask in a freed one's place all give fresh results."""
-    tensors, (mask_ih, mask_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5)
-    float_hh = mask_hh.double()
+FLOAT_MASK_WRITES = {
+    "zero_": lambda m, other: m.zero_(),
+    "copy_": lambda m, other: m.copy_(other),
+    "mul_": lambda m, other: m.mul_(0.5),
+    # writes that the version counter does not see
+    "data.zero_": lambda m, other: m.data.zero_(),
+    "data.copy_": lambda m, other: m.data.copy_(other),
+    "numpy[:] = 0": lambda m, other: m.numpy().__setitem__(slice(None), 0),
+    "numpy[:] = other": lambda m, other: m.numpy().__setitem__(slice(None), other.numpy()),
+}
 
-    def expected():
-        return ops.reference_masked_lstm_cell(*tensors, mask_ih, float_hh)
 
-    for update in (lambda m: m.zero_(), lambda m: m.copy_(mask_hh.flip(1)), lambda m: m.mul_(0.5)):
-        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "before")
-        update(float_hh)
-        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, "after")
-    for seed in range(3):  # short-lived masks, whose ids may be reused
-        _, (_, float_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5, seed=seed)
-        float_hh = float_hh.double()
-        _assert_close(ops.masked_lstm_cell(*tensors, mask_ih, float_hh), expected(), torch.float64, f"mask {seed}")
+@pytest.mark.parametrize("write", FLOAT_MASK_WRITES)
+@pytest.mark.parametrize("steps", [None, 3], ids=["cell", "sequence"])
+def test_changes_to_a_float_mask_are_seen(write, steps):
+    """Whatever way a float mask changes between two calls, the kernels compute with its new values,
+    as the reference twin does; also short-lived masks, whose ids may be reused."""
+    tensors, (mask_ih, mask_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5, steps)
+    op, reference = ((ops.masked_lstm_cell, ops.reference_masked_lstm_cell) if steps is None
+                     else (ops.masked_lstm, ops.reference_masked_lstm))
+
+    def check(mask_hh, what):
+        out, expected = op(*tensors, mask_ih, mask_hh), reference(*tensors, mask_ih, mask_hh)
+        if steps is not None:  # (y, (h, c))
+            out, expected = (out[0], *out[1]), (expected[0], *expected[1])
+        _assert_close(out, expected, torch.float64, what)
+
+    float_hh, other = mask_hh.double(), mask_hh.flip(1).double()
+    check(float_hh, "before")
+    FLOAT_MASK_WRITES[write](float_hh, other)
+    check(float_hh, write)
+    for seed in range(3):
+        _, (_, float_hh) = _inputs(3, 2, 9, 20, torch.float64, "cpu", 0.5, steps, seed=seed)
+        check(float_hh.double(), f"mask {seed}")
 
 
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])

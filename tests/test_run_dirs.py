@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hapruned import storage
 from hapruned.algos import trainer
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import RunDirError, load_metrics, train
@@ -220,7 +221,7 @@ def test_an_interrupt_that_breaks_the_writer_stays_an_interrupt(tmp_path):
             raise RuntimeError("the writer's cleanup failed")
 
     with pytest.raises(KeyboardInterrupt):
-        trainer._replace_atomically(path, write, binary=False)
+        storage.replace_atomically(path, write, binary=False)
     assert path.read_text() == "previous" and list(tmp_path.iterdir()) == [path]
 
 

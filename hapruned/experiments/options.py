@@ -78,16 +78,26 @@ def run_grid(runs, manifest: dict, args, parser) -> int:
     """Check every run directory against its config (before any run starts), record ``manifest``,
     run what is not finished, write the report and print its table. Returns the exit status: 0, 1 when
     a run failed, 130 on Ctrl-C."""
-    from hapruned.algos.trainer import RunDirError
-    from hapruned.experiments.executors import run_all
-    from hapruned.experiments.report import print_report, write_report
+    from hapruned.algos.trainer import RunDirError, lock_run_dir
 
     executor = executor_from_args(args, parser)
     try:
-        for run in runs:
-            run.check_config()
+        lock = lock_run_dir(args.out, "output directory")  # one command at a time writes into --out
     except RunDirError as err:
-        parser.error(f"--out {args.out}: {err}; use another --out for another budget or grid")
+        parser.error(f"--out: {err}")
+    with lock:
+        try:
+            for run in runs:
+                run.check_config()
+        except RunDirError as err:
+            parser.error(f"--out {args.out}: {err}; use another --out for another budget or grid")
+        return _run_unfinished(runs, manifest, args, executor)
+
+
+def _run_unfinished(runs, manifest: dict, args, executor) -> int:
+    from hapruned.experiments.executors import run_all
+    from hapruned.experiments.report import print_report, write_report
+
     write_manifest(args.out, manifest)
     status = [run.status() for run in runs]
     todo = [run for run, s in zip(runs, status) if s != "done"]
