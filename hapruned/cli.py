@@ -18,8 +18,16 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line, ``PROG: error: MESSAGE``, then where the help is,
+    instead of argparse's usage of every flag first. Sub-command parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hapruned",
         description="Multi-agent dynamic spectrum access with harmonic-annealing pruned LSTM actors.",
     )
@@ -30,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "hapruned"
     try:
+        # Ctrl-C may come while the commands' modules are imported, before any command runs
+        args = build_parser().parse_args(argv)
+        command += f" {args.command}"
         return args.func(args) or 0
     except KeyboardInterrupt:  # commands that can resume say how themselves
-        print(f"hapruned {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
