@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -134,8 +135,9 @@ def sweep_runs(out_dir, budget: Budget, grid: dict, seeds, fixed: dict | None = 
                 # what training itself would refuse, refused before any run starts
                 check_device(config.device)
                 check_memory(training_memory(config))
-            except ValueError as err:
-                raise ValueError(f"--grid point {point_name(point)}: {err}") from None
+            except ValueError as err:  # the configs' messages name fields as Class.field; a grid names them alone
+                message = re.sub(r"\b(TrainConfig|DSAConfig)\.", "", str(err))
+                raise ValueError(f"--grid point {point_name(point)}: {message}") from None
             key = run_key(point_name(point), seed)
             runs.append(Run(key, out / RUNS_DIR / key, seed, config))
     return runs
