@@ -35,19 +35,19 @@ def _machine_available() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _rlimit_room(status: str = "/proc/self/status") -> list[int]:
+def _rlimit_room() -> list[int]:
     """Each set soft limit of RLIMIT_AS and RLIMIT_DATA less what the process already maps (VmSize, VmData)."""
     try:
         import resource
 
-        with open(status) as f:
+        with open("/proc/self/status") as f:
             used = {key: int(rest.split()[0]) * 1024 for key, _, rest in (line.partition(":") for line in f)
                     if key in ("VmSize", "VmData")}
-    except (ImportError, OSError, ValueError):
+    except (ImportError, OSError):
         return []
     rooms = []
-    for limit, key in ((resource.RLIMIT_AS, "VmSize"), (getattr(resource, "RLIMIT_DATA", None), "VmData")):
-        soft = resource.RLIM_INFINITY if limit is None else resource.getrlimit(limit)[0]
+    for limit, key in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft = resource.getrlimit(limit)[0]
         if soft != resource.RLIM_INFINITY and key in used:
             rooms.append(max(0, soft - used[key]))
     return rooms

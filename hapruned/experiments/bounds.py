@@ -20,17 +20,18 @@ HEADER = ("setup", "N", "K", "SNR observed", "method", "iterations", "seeds", "m
           "oracle", "gap to the oracle closed", "minutes per run")
 
 
-def compare_runs(run_dirs, note=print) -> list[dict]:
+def compare_runs(run_dirs, note=None) -> list[dict]:
     """One row per group of finished training runs that differ only in their seeds, in the order first met;
     RunDirError for a directory that is not a finished training run or whose files are damaged. A directory
-    given twice (by any path) counts once, and ``note`` is called with a line saying so."""
+    given twice (by any path) counts once, and ``note`` (if given) is called with a line saying so."""
     from hapruned.baselines import Oracle, decentralised_bound, held_out_rewards
     from hapruned.baselines.command import baselines_memory
 
     groups, seen = {}, {}
     for run_dir in map(Path, run_dirs):
         if run_dir.resolve() in seen:
-            note(f"{run_dir} is {seen[run_dir.resolve()]} again: its seeds are counted once")
+            if note:
+                note(f"{run_dir} is {seen[run_dir.resolve()]} again: its seeds are counted once")
             continue
         seen[run_dir.resolve()] = run_dir
         config = load_config(run_dir)

@@ -160,8 +160,11 @@ class RayExecutor:
         self.address, self.jobs, self.threads = address, jobs, threads
 
     def describe(self) -> str:
-        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-        return f"Ray tasks of {self.threads} CPU(s) on {where}"
+        return f"Ray tasks of {self.threads} CPU(s) on {self.where}"
+
+    @property
+    def where(self) -> str:
+        return f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
 
     @contextlib.contextmanager
     def session(self):
@@ -176,7 +179,7 @@ class RayExecutor:
             largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
             if self.threads > largest:
                 raise ValueError(f"--threads {self.threads}: each run asks for that many CPUs, but the largest node "
-                                 f"of {self.describe().partition(' on ')[2]} has {largest:g}")
+                                 f"of {self.where} has {largest:g}")
             yield
         finally:
             if started_here:
