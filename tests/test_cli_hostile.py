@@ -340,15 +340,16 @@ def test_more_threads_than_any_ray_node_has_are_refused_before_anything_is_writt
 
 
 # ---------------------------------------------------------------------------------------------- signals
-def test_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("loading", ["numpy", "libtorch_cpu"])
+def test_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(tmp_path, loading):
     child = subprocess.Popen([sys.executable, "-m", "hapruned", "train", "--out", str(tmp_path / "run"), *TINY],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              start_new_session=True,  # SIGINT as a terminal's Ctrl-C: not ignored, as in a background job
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         maps, deadline = Path(f"/proc/{child.pid}/maps"), time.monotonic() + 120
-        while "numpy" not in maps.read_text():  # the commands' modules are being imported
-            assert child.poll() is None and time.monotonic() < deadline, "the command never loaded numpy"
+        while loading not in maps.read_text():  # the commands' modules are being imported
+            assert child.poll() is None and time.monotonic() < deadline, f"the command never loaded {loading}"
             time.sleep(0.002)
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=120)
@@ -356,6 +357,43 @@ def test_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(tmp_path):
         kill_group(child)
     assert child.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(": interrupted"), err
+
+
+# Ctrl-C met inside C extensions, in a command run as `python -m` runs the command line
+INTERRUPTED = """
+import ctypes, os, signal, sys, time
+import hapruned.algos.command as command
+from hapruned.cli import main
+
+def in_pyrun(args, parser):
+    # where torch runs Python through PyRun_String (pybind11's eval): CPython then marks itself to die
+    # by SIGINT at exit, whatever status the program returns
+    run = ctypes.pythonapi.PyRun_String
+    run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+    run(b"raise KeyboardInterrupt", 257, {}, {})  # 257: Py_file_input
+
+def in_an_import(args, parser):
+    # as numpy's C module, interrupted while it loads, fails with an ImportError that hides the interrupt
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        raise ImportError('PyCapsule_Import could not import module "datetime"') from None
+
+command.run_train = globals()[sys.argv[1]]
+sys.exit(main(["train", "--out", "x"]))
+"""
+
+
+@pytest.mark.parametrize("where", ["in_pyrun", "in_an_import"])
+def test_an_interrupt_inside_an_extension_still_exits_130_in_one_line(tmp_path, where):
+    (tmp_path / "interrupted_cli.py").write_text(INTERRUPTED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "interrupted_cli", where], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "hapruned train: interrupted"
 
 
 def descendants(group: int) -> dict[int, str]:
