@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -337,6 +338,34 @@ def test_more_threads_than_any_ray_node_has_are_refused_before_anything_is_writt
                         "--ray-address", "10.0.0.1:6379", "--threads", "8"], capsys)
     one_line_error(code, err, "--threads 8", "has 4")
     assert not out.exists()
+
+
+def test_a_local_ray_instance_starts_beside_a_cluster_that_ray_start_runs(tmp_path, capsys, monkeypatch):
+    """ray.init() without an address joins the cluster `ray start` left on this machine (and then refuses
+    the CPU count of a local instance); --executor ray without --ray-address starts its own."""
+    pytest.importorskip("ray")
+    # where Ray records the cluster it started (RAY_TMPDIR) instead of /tmp/ray: a short path, as Ray's
+    # sockets live under it
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env = {**os.environ, "RAY_TMPDIR": str(temp), "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", str(free_port()),
+                             "--num-cpus", "1", "--include-dashboard", "false", "--block"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not (temp / "ray" / "ray_current_cluster").exists():
+            assert head.poll() is None and time.monotonic() < deadline, "ray start did not start a cluster"
+            time.sleep(0.2)
+        monkeypatch.setenv("RAY_TMPDIR", str(temp))
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        out = tmp_path / "out"
+        code, stdout, err = cli(["sweep", "--out", str(out), *GRID[:4], "--grid", "i_prune=1", "--executor", "ray",
+                                 "--jobs", "1"], capsys)
+        assert code == 0, err
+        assert "on a local Ray instance" in stdout and (out / "sweep.csv").exists()
+    finally:
+        kill_group(head)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- signals
