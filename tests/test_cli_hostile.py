@@ -347,7 +347,9 @@ def test_a_local_ray_instance_starts_beside_a_cluster_that_ray_start_runs(tmp_pa
     # where Ray records the cluster it started (RAY_TMPDIR) instead of /tmp/ray: a short path, as Ray's
     # sockets live under it
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    env = {**os.environ, "RAY_TMPDIR": str(temp), "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
+    # none of the RAY_ variables that an earlier ray.init() in this process set (RAY_AUTH_MODE=token)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "RAY_TMPDIR": str(temp), "HOME": str(tmp_path), "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", str(free_port()),
                              "--num-cpus", "1", "--include-dashboard", "false", "--block"], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
