@@ -102,9 +102,9 @@ def test_a_directory_of_another_budget_is_refused_before_any_run(tmp_path, capsy
 @pytest.mark.parametrize("flags, message", [
     (["--methods", "linear,quadratic"], "--methods value quadratic; choose from aloha,"),
     (["--setups", "A,C"], "--setups value C; choose from A, B"),
-    (["--jobs", "0"], "--jobs must be an integer >= 1"),
-    (["--threads", "0"], "--threads must be an integer >= 1"),
-    (["--jobs", "3", "--threads", "1"], "exceeds the 2 cores"),
+    (["--jobs", "0"], "--jobs must be an integer in [1, 2]"),
+    (["--threads", "0"], "--threads must be an integer in [1, 2]"),
+    (["--jobs", "2", "--threads", "2"], "exceeds the 2 cores"),
     (["--ray-address", "10.0.0.1:6379"], "--ray-address needs --executor ray"),
     (["--seeds", "x"], "--seeds"),
     (["--seeds", str(2**63)], "--seeds must be an integer in [0, 9223372036854775807]"),

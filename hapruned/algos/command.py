@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
                      help="iterations between checkpoints; one is always written at the end (default: 25)")
     run.add_argument("--threads", type=int, default=None, metavar="N",
-                     help="threads of this run (default: the cores it may use, at most one per agent and seed); "
+                     help="threads of this run, at most the cores it may use (default: those cores, at most one per agent and seed); "
                      "for several runs at once give each its share, e.g. --threads 1 each on a 2-core machine")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, no progress bar")
     add_dataclass_arguments(parser, TrainConfig, presets=PRESETS)
@@ -75,7 +75,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_memory(training_memory(config))
         check_integer(args.checkpoint_every, "--checkpoint-every", 1)
         if args.threads is not None:
-            check_integer(args.threads, "--threads", 1)
+            hapruned.check_threads(args.threads, "--threads")
     except ValueError as err:
         parser.error(flag_names(str(err), TrainConfig, DSAConfig))
     # the ops' parallel work: one group per agent of each seed (DQN: one per seed)

@@ -270,7 +270,7 @@ def load_config(out_dir) -> TrainConfig:
     path = Path(out_dir) / CONFIG_FILE
     values = read_config_file(Path(out_dir))
     try:
-        return TrainConfig(**values)
+        return TrainConfig.from_dict(values)
     except (TypeError, ValueError) as err:
         raise RunDirError(f"{str(path)!r} does not hold a valid training config ({_first_line(err)}); "
                           f"it is damaged: start a new --out") from None

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from hapruned import check_threads
 from hapruned.validation import check_integer
 
 
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2000, metavar="N",
                         help="timed steps per path, >= 5 (default: 2000)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch threads, >= 1 (default: 1, as on a small device)")
+                        help="torch threads, from 1 to the cores this process may use (default: 1, as on a small device)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=functools.partial(run_bench, parser=parser))
     return parser
@@ -69,7 +70,7 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         check_integer(args.steps, "--steps", 5)
-        check_integer(args.threads, "--threads", 1)
+        check_threads(args.threads, "--threads")
     except ValueError as err:
         parser.error(str(err))
     try:
