@@ -86,31 +86,15 @@ def executor_from_args(args, parser):
 
 
 def run_grid(runs, manifest: dict, args, parser) -> int:
-    """Take the lock of ``--out``, check every run directory against its config and start or join the
-    executor (before anything is written), record ``manifest``, run what is not finished, write the
+    """Start or join the executor, take the lock of ``--out`` and check every run directory against its
+    config (before anything is written), record ``manifest``, run what is not finished, write the
     report and print its table. Returns the exit status: 0; 1 when a run failed, or Ray or a file could
     not be used; 130 on Ctrl-C."""
     from hapruned.algos.trainer import RunDirError, lock_run_dir
-
-    executor = executor_from_args(args, parser)
-    try:
-        lock = lock_run_dir(args.out, "output directory")  # one command at a time writes into --out
-    except RunDirError as err:
-        parser.error(f"--out: {err}")
-    with lock:
-        try:
-            for run in runs:
-                run.check_config()
-        except RunDirError as err:
-            parser.error(f"--out {args.out}: {err}; use another --out for another budget or grid")
-        return _run_unfinished(runs, manifest, args, parser, executor)
-
-
-def _run_unfinished(runs, manifest: dict, args, parser, executor) -> int:
-    from hapruned.algos.trainer import RunDirError
     from hapruned.experiments.executors import RayConnectionError, run_all
     from hapruned.experiments.report import print_report, write_report
 
+    executor = executor_from_args(args, parser)
     error = f"hapruned {args.command}: error:"
     with contextlib.ExitStack() as stack:
         try:
@@ -120,6 +104,12 @@ def _run_unfinished(runs, manifest: dict, args, parser, executor) -> int:
             return 1
         except ValueError as err:  # no node of the cluster can run a task of --threads CPUs
             parser.error(str(err))
+        try:
+            stack.enter_context(lock_run_dir(args.out, "output directory"))  # one command at a time writes into --out
+            for run in runs:
+                run.check_config()
+        except RunDirError as err:
+            parser.error(f"--out {args.out}: {err}")
         try:
             write_manifest(args.out, manifest)
         except OSError as err:
