@@ -11,7 +11,7 @@ ENVIRONMENT = the active environment ($(or $(VIRTUAL_ENV),$(CONDA_PREFIX)))
 else
 VENV = .venv
 PYTHON ?= $(VENV)/bin/python
-ENVIRONMENT = $(VENV), made by make (activate it with `. $(VENV)/bin/activate` to use the hapruned command)
+ENVIRONMENT = $(VENV), made by make (activate it with . $(VENV)/bin/activate to use the hapruned command)
 endif
 
 # torch is installed only when none is importable, so a torch already there (a CUDA build, say) stays.
@@ -22,20 +22,27 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # files `make clean` removes: what the build and `make run` / `make smoke` write
 RUNS = runs/demo runs/smoke
+# Whether this checkout is the hapruned installed in the environment, with its compiled extension loading.
+INSTALLED = import importlib.metadata as m, json, pathlib, sys, torch, hapruned._C; \
+	sys.exit(json.loads(m.distribution("hapruned").read_text("direct_url.json"))["url"] != pathlib.Path.cwd().as_uri())
+# What the extension is built from: when one is newer than it, setting up builds it again.
+BUILD_INPUTS = setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
 .PHONY: setup run smoke test bench clean
 
 setup: $(if $(VENV),$(VENV)/bin/python)
-	@echo "make: installing hapruned into $(ENVIRONMENT)"
+	@echo 'make: installing hapruned into $(ENVIRONMENT)'
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)" 2>/dev/null \
 		|| { echo "make: pip's sources offer no $(TORCH_SPEC); taking it from $(TORCH_INDEX)"; \
 		     $(PYTHON) -m pip install --extra-index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)"; }
-	$(PYTHON) -m pip install "setuptools>=77" wheel ninja
-	$(PYTHON) -m pip install --no-build-isolation -e ".[test]"
+	@if $(PYTHON) -c '$(INSTALLED)' 2>/dev/null && [ -z "$$(find $(BUILD_INPUTS) -newer $(firstword $(wildcard hapruned/_C*.so)))" ]; \
+	then echo "make: hapruned is installed from here and its extension is up to date"; \
+	else set -x; $(PYTHON) -m pip install "setuptools>=77" wheel ninja \
+	     && $(PYTHON) -m pip install --no-build-isolation -e ".[test]"; fi
 
 $(VENV)/bin/python:
-	@echo "make: no virtual environment is active; creating $(VENV) with python3 -m venv"
-	python3 -m venv $(VENV)
+	@echo 'make: no virtual environment is active; creating $(VENV) with python3 -m venv'
+	python3 -m venv $(VENV) || { rm -f $(VENV)/bin/python; exit 1; }  # a half-made one is made again next time
 	touch $(VENV)/.made-by-make
 
 # the main job: a 95%-sparse policy on setup A against the schemes and the bounds (3-5 minutes on 2 cores)

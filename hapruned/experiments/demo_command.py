@@ -121,7 +121,10 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
     if force:
         for name in entries:
             path = out / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def compare(out: Path, config: TrainConfig, summary: dict) -> dict:
