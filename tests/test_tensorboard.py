@@ -3,7 +3,6 @@ file (read back with TensorBoard's own reader), a resumed run leaves one value p
 optional package the command stops before training with the install command."""
 
 import importlib.util
-import json
 import math
 
 import pytest

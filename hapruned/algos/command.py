@@ -80,7 +80,8 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_integer(args.checkpoint_every, "--checkpoint-every", 1)
         if args.threads is not None:
             check_integer(args.threads, "--threads", 1)
-        sink = None if args.tensorboard is None else TensorBoardSink(args.tensorboard or Path(args.out) / "tensorboard", config)
+        log_dir = args.tensorboard or Path(args.out) / "tensorboard"
+        sink = None if args.tensorboard is None else TensorBoardSink(log_dir, config)
     except ValueError as err:
         parser.error(flag_names(str(err), TrainConfig, DSAConfig))
     except ImportError as err:

@@ -176,11 +176,12 @@ def report(result: dict) -> str:
              f"{'':<{width}}  {'reward':>8}  {'share of the bound':>18}"]
     lines += [f"{label:<{width}}  {value:8.1f}  {fraction:18.2%}" for label, value, fraction in rows]
     low, high = min(result["sparsity_per_agent"]), max(result["sparsity_per_agent"])
+    dense = result["dense_float32_bytes"]
     per_agent = f"{low:.4f} in every agent" if low == high else f"{low:.4f} to {high:.4f} per agent"
     lines += [
         f"actors: {result['sparsity']:.2%} of their weights zero ({per_agent}); trained in "
         f"{result['train_wall_time_s']:.0f} s",
-        f"exported to {result['hpz']}: {result['hpz_bytes']:,} bytes, 1/{result['dense_float32_bytes'] / result['hpz_bytes']:.1f} "
-        f"of the dense float32 weights ({result['dense_float32_bytes']:,} bytes)",
+        f"exported to {result['hpz']}: {result['hpz_bytes']:,} bytes, 1/{dense / result['hpz_bytes']:.1f} of the "
+        f"dense float32 weights ({dense:,} bytes)",
     ]
     return "\n".join(lines)
