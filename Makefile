@@ -11,6 +11,8 @@ ENVIRONMENT = the active environment ($(or $(VIRTUAL_ENV),$(CONDA_PREFIX)))
 else
 VENV = .venv
 PYTHON ?= $(VENV)/bin/python
+# as activating it would: the commands the recipes start (the tests' scripts, say) find its python3 first
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ENVIRONMENT = $(VENV), made by make (activate it with . $(VENV)/bin/activate to use the hapruned command)
 endif
 
