@@ -47,7 +47,7 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV) || { rm -f $(VENV)/bin/python; exit 1; }  # a half-made one is made again next time
 	touch $(VENV)/.made-by-make
 
-# the main job: a 95%-sparse policy on setup A against the schemes and the bounds (3-5 minutes on 2 cores)
+# the main job: a 95%-sparse policy on setup A against the schemes and the bounds (5 to 6.5 minutes of CPU time)
 run: setup
 	$(PYTHON) -m hapruned demo --out runs/demo --force
 

@@ -38,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "demo",
         help="train a 95%%-sparse policy in a few minutes and compare it with the schemes and the bounds",
         description="Train IAGC-PPO actors pruned to 95% sparsity by harmonic annealing with the paper-budget "
-        "recipe (250 iterations of 4 episodes: the paper's 1000 training episodes; about 3-5 minutes on "
-        "2 cores), export them to DIR/actors.hpz, and print their reward on the run's held-out evaluation "
+        "recipe (250 iterations of 4 episodes: the paper's 1000 training episodes; 5 to 6.5 minutes "
+        "of CPU time), export them to DIR/actors.hpz, and print their reward on the run's held-out evaluation "
         "episodes beside slotted Aloha, OCA and sticky access on the same episodes, the decentralised bound "
         "and the oracle: each as a share of the bound, with the actors' sparsity and the file's size. "
         "DIR/run is an ordinary `hapruned train` run directory; DIR/demo.json holds the numbers.",
