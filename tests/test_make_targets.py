@@ -5,7 +5,7 @@ import csv
 import json
 import os
 import shutil
-import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +17,9 @@ from hapruned.cli import main
 from hapruned.deploy import load_actors
 from hapruned.experiments import demo_command
 from hapruned.experiments.grid import METHODS
+import processes
 
-from test_cli_experiments import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = dict(n_users=3, n_channels=2, horizon=8, hidden_size=16, iterations=4, envs_per_iteration=2, minibatches=1,
             epochs=1, i_prune=1, i_end=3, eval_every=2, eval_episodes=5)
@@ -142,8 +143,7 @@ def test_the_smoke_grid_runs_every_method(tmp_path, capsys):
 def test_make_uses_the_active_environment_or_its_own_venv(environment, python):
     env = {**os.environ, **environment}
     env.pop("PYTHON", None)
-    dry = subprocess.run(["make", "-n", "run", "smoke", "test"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=60, start_new_session=True)
+    dry = processes.run(["make", "-n", "run", "smoke", "test"], timeout=60, cwd=ROOT, env=env)
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     assert f"{python} -m hapruned demo --out runs/demo --force" in lines
