@@ -58,17 +58,21 @@ def run(argv, timeout: float, input: str | None = None, **popen_kwargs) -> subpr
 SESSION_VARIABLE = "HAPRUNED_TEST_SESSION"
 # helpers that Python's multiprocessing keeps for the whole session by design
 _SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+_token = uuid.uuid4().hex
 
 
 def mark_session() -> None:
-    os.environ.setdefault(SESSION_VARIABLE, uuid.uuid4().hex)
+    """Give this session's processes its mark: a token added to the variable, so that a test session run
+    inside another one (a test that runs pytest) checks its own processes, and the outer one all of them."""
+    outer = os.environ.get(SESSION_VARIABLE)
+    os.environ[SESSION_VARIABLE] = f"{outer}:{_token}" if outer else _token
 
 
 def descendants() -> dict[int, str]:
     """pid -> command line of the live processes (not zombies) that this test session started, at any depth."""
     if not os.path.isdir("/proc/self"):
         return {}
-    mark = f"{SESSION_VARIABLE}={os.environ[SESSION_VARIABLE]}".encode()
+    prefix = f"{SESSION_VARIABLE}=".encode()
     session_start = _state_and_start("self")[1]
     found = {}
     for name in os.listdir("/proc"):
@@ -77,7 +81,7 @@ def descendants() -> dict[int, str]:
         try:
             state, start = _state_and_start(name)
             # older than this session, or finished and waiting only to be reaped: not ours to check
-            if start < session_start or state in (b"Z", b"X") or mark not in _read(name, "environ").split(b"\0"):
+            if start < session_start or state in (b"Z", b"X") or not _marked(_read(name, "environ"), prefix):
                 continue
             command = _read(name, "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # it ended meanwhile, or is not ours to read
@@ -85,6 +89,12 @@ def descendants() -> dict[int, str]:
         if not any(helper in command for helper in _SESSION_HELPERS):
             found[int(name)] = command
     return found
+
+
+def _marked(environ: bytes, prefix: bytes) -> bool:
+    """Whether a process environment carries this session's token."""
+    return any(entry.startswith(prefix) and _token.encode() in entry[len(prefix):].split(b":")
+               for entry in environ.split(b"\0"))
 
 
 def _read(pid: str, name: str) -> bytes:
