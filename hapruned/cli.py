@@ -11,6 +11,7 @@ import threading
 
 # sub-command name -> module providing add_parser()
 COMMANDS = {
+    "demo": "hapruned.experiments.demo_command",
     "baselines": "hapruned.baselines.command",
     "train": "hapruned.algos.command",
     "export": "hapruned.deploy.export_command",

@@ -5,7 +5,22 @@ import torch
 
 import hapruned
 import hapruned.env.batched  # noqa: F401  (starts numba, so both thread pools exist before they are sized)
+import processes
 from hapruned.ops import emulated
+
+
+def pytest_configure(config):
+    processes.mark_session()  # before any test starts a process
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """Fails a test that leaves a process running (a child, or anything it started), and kills it."""
+    yield
+    left = processes.left_behind()
+    if left:
+        pytest.fail("the test left processes running (now killed): " + "; ".join(
+            f"pid {pid}: {command[:200]}" for pid, command in left.items()), pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,7 +4,6 @@ evaluation episodes with the exported actors, the NumPy path without torch, ONNX
 import json
 import shutil
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -23,6 +22,7 @@ from hapruned.deploy.export import actor_metadata, actor_weights, read_run, writ
 from hapruned.deploy.numpy_actor import load_numpy_actors
 from hapruned.deploy.verify import replay_evaluation
 from hapruned.env import encode_observations
+import processes
 
 SEEDS = (3, 4)
 # float16 weights (11-bit significands) move the logits of trained actors by at most this much (5.7e-4 measured
@@ -227,7 +227,7 @@ def test_numpy_path_runs_without_torch_and_numba(run_dir, tmp_path):
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = processes.run([sys.executable, "-c", script], timeout=120)
     assert result.returncode == 0, result.stderr
     numpy_logits = np.array(json.loads(result.stdout))
     actors = load_actors(path)

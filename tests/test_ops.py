@@ -1,7 +1,6 @@
 """The masked LSTM ops (cell and sequence) against their reference twins, torch.nn.LSTMCell,
 gradcheck, opcheck and torch.compile; the fallback without the compiled extension; bad input."""
 
-import subprocess
 import sys
 
 import pytest
@@ -9,6 +8,8 @@ import torch
 
 import hapruned
 from hapruned import ops
+
+import processes
 
 TOLERANCE = {torch.float32: {"atol": 2e-5, "rtol": 1e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
 # On a GPU, float32 results differ from the CPU twin's by more: cuBLAS picks its own blocking and reduction
@@ -331,7 +332,7 @@ def test_reference_fallback_without_extension():
         "assert y.shape == (3, 2, 1, 5)\n"
         "print('fallback ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = processes.run([sys.executable, "-c", script], timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fallback ok" in result.stdout
 

@@ -20,6 +20,7 @@ from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import RunDirError, load_metrics, train
 from hapruned.cli import main
 from hapruned.env.rng import seed_states
+import processes
 from test_trainer import assert_same_state, interrupt_at, load_checkpoint, tiny_config, without_timings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,15 +178,13 @@ KILLED_WRITER = textwrap.dedent("""
 def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint_and_resume_cleans_up(tmp_path):
     config = tiny_config()
     run, ready = tmp_path / "run", tmp_path / "ready"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, json.dumps(trainer.config_dict(config)), str(run),
-                              str(ready)], cwd=REPO)
-    try:
+    with processes.started([sys.executable, "-c", KILLED_WRITER, json.dumps(trainer.config_dict(config)), str(run),
+                            str(ready)], cwd=REPO) as child:
         deadline = time.monotonic() + 120
         while not ready.exists():
             assert child.poll() is None and time.monotonic() < deadline, "the writer never reached its second checkpoint"
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
-    finally:
         child.wait()
     assert list(run.glob("checkpoint.pt.*.tmp")), "the kill left no temporary file, so it tested nothing"
     assert load_checkpoint(run)["iteration"] == 2
@@ -227,16 +226,18 @@ def test_an_interrupt_that_breaks_the_writer_stays_an_interrupt(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_a_resume_hint_and_no_traceback(tmp_path):
+    """A real SIGINT to a training (its default disposition restored, should the suite run where SIGINT is
+    ignored); the run is long enough to be interrupted and ends by itself should the signal be lost."""
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "hapruned", "train", "--out", str(run), "--json", "--checkpoint-every", "1",
-            *TINY, "--iterations", "100000", "--eval-every", "1000"]
-    child = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
-        assert child.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
+            *TINY, "--iterations", "3000", "--eval-every", "1000"]
+    with processes.started(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as child:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+            assert child.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted at iteration" in err and f"--out {run} --resume" in err

@@ -88,6 +88,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     checkpoint_every: int = 25,
+    on_record=None,
 ) -> dict:
     """Train ``config`` into ``out_dir`` and return the summary (also written to ``summary.json``).
 
@@ -95,6 +96,8 @@ def train(
     from its last checkpoint (or starts when the directory holds none) and the config must equal the
     one the run started with; otherwise :class:`RunDirError`. ``checkpoint_every``: iterations
     between checkpoints (one is always written at the end). ``progress``: show a tqdm bar on stderr.
+    ``on_record``: called with each iteration's record once it is in ``metrics.jsonl`` (e.g. a
+    :class:`~hapruned.algos.tensorboard_sink.TensorBoardSink`).
 
     The run holds the directory's lock (``hapruned.storage.DirectoryLock``) until it returns: a second
     writer is refused with :class:`RunDirError` naming the first.
@@ -194,6 +197,8 @@ def _run(algo, out: Path, resume: bool, progress: bool, checkpoint_every: int) -
             record["wall_time_s"] = trainer_state["wall_time_s"]
             metrics_file.write(json.dumps(record, default=_to_json) + "\n")
             metrics_file.flush()
+            if on_record is not None:
+                on_record(record)
 
             if iteration % checkpoint_every == 0 or iteration == config.iterations:
                 _save_checkpoint(checkpoint, {
