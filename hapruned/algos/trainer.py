@@ -116,7 +116,7 @@ def train(
         _check_new_run_dir(out, resume)
     algo = LEARNERS[config.algo](config)
     with lock_run_dir(out):
-        return _run(algo, out, resume, progress, checkpoint_every)
+        return _run(algo, out, resume, progress, checkpoint_every, on_record)
 
 
 def lock_run_dir(out, what: str = "run directory") -> DirectoryLock:
@@ -136,7 +136,7 @@ def lock_run_dir(out, what: str = "run directory") -> DirectoryLock:
         raise RunDirError(f"cannot write into the {what} {str(out)!r} (to lock it): {err.strerror or err}") from None
 
 
-def _run(algo, out: Path, resume: bool, progress: bool, checkpoint_every: int) -> dict:
+def _run(algo, out: Path, resume: bool, progress: bool, checkpoint_every: int, on_record) -> dict:
     """``train`` once it holds the run directory."""
     config = algo.config
     resolved = config_dict(config)
