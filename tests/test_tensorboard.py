@@ -93,8 +93,8 @@ def test_without_the_package_the_command_says_what_to_install(tmp_path, capsys, 
         main(["train", "--out", str(tmp_path / "run"), *TINY, "--tensorboard"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
-    assert err.strip().splitlines()[-1] == ('hapruned train: error: --tensorboard: TensorBoard logging needs the '
-                                            'tensorboard package: pip install "hapruned[tensorboard]"')
+    assert err.strip().splitlines() == ['hapruned train: error: --tensorboard: TensorBoard logging needs the '
+                                        'tensorboard package: pip install "hapruned[tensorboard]" (see hapruned train --help)']
     assert not (tmp_path / "run").exists()
 
 
