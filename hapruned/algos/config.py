@@ -22,6 +22,7 @@ from hapruned.validation import check_choice, check_integer, check_number, is_in
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
 CRITIC_INPUTS = ("own", "joint")
+REWARDS = ("team", "difference")
 INITS = ("uniform", "orthogonal")
 
 
@@ -109,6 +110,9 @@ class TrainConfig:
     hidden_size: int = field(default=128, metadata={"help": "LSTM hidden units per layer (actors and critic)"})
     num_layers: int = field(default=2, metadata={"help": "LSTM layers (actors and critic)"})
     critic_input: str = field(default="own", metadata={"help": "critic reads each agent's own observation (own, paper) | the joint one (joint)"})
+    reward: str = field(default="team", metadata={"help": "what each agent learns from: team (the shared reward, as in the paper) | difference "
+                                                          "(the team reward minus the team reward had the agent stayed idle, computed "
+                                                          "exactly by the simulator; a joint critic then has one value head per agent)"})
     init: str = field(default="uniform", metadata={"help": "initial weights: uniform (PyTorch's LSTM and Linear defaults) | orthogonal "
                                                            "(orthogonal matrices, zero biases, policy head scaled by 0.01)"})
     # PPO
@@ -147,7 +151,7 @@ class TrainConfig:
             object.__setattr__(self, name, checker(getattr(self, name), f"TrainConfig.{name}", *bounds, **options))
 
         for name, allowed in (("algo", ALGOS), ("setup", SETUPS), ("method", METHODS), ("prune_mode", PRUNE_MODES),
-                              ("critic_input", CRITIC_INPUTS), ("init", INITS)):
+                              ("critic_input", CRITIC_INPUTS), ("init", INITS), ("reward", REWARDS)):
             check(name, check_choice, allowed)
         for name in ("n_users", "n_channels", "horizon", "i_prune", "iterations", "envs_per_iteration", "hidden_size",
                      "num_layers", "epochs", "minibatches", "eval_every", "eval_episodes", "replay_capacity",
@@ -268,7 +272,7 @@ PRESETS = {
 _PRUNING_FIELDS = ("sparsity", "agent_sparsity", "i_start", "i_end", "i_prune", "p0", "amplitude", "period",
                    "prune_mode", "per_matrix")
 _SCHEDULE_FIELDS = _PRUNING_FIELDS[2:]
-_CRITIC_FIELDS = ("critic_input", "critic_lr", "gae_lambda", "entropy_coef", "normalize_advantages")
+_CRITIC_FIELDS = ("critic_input", "critic_lr", "gae_lambda", "entropy_coef", "normalize_advantages", "reward")
 _DQN_FIELDS = ("replay_capacity", "replay_batch", "updates_per_iteration", "target_update", "target_tau",
                "epsilon_start", "epsilon_end", "epsilon_decay", "eval_epsilon")
 # Fields each algorithm does not read; they must keep their defaults.
