@@ -176,7 +176,7 @@ class IAGCPPO(Learner):
             rewards = self.reward_normalizer(raw_rewards) if cfg.normalize_rewards else raw_rewards
             rewards = rewards.unsqueeze(2).expand(T, S, N, B)
         else:  # each agent's own; one return statistic per seed over all its agents
-            rewards = differences.view(T, S, N * B)
+            rewards = differences.reshape(T, S, N * B)
             rewards = (self.reward_normalizer(rewards) if cfg.normalize_rewards else rewards).view(T, S, N, B)
         rewards = rewards.to(values.dtype).to(self.device).reshape(T, G, B)
         advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.gae_lambda)
@@ -242,7 +242,7 @@ class IAGCPPO(Learner):
         per_group = -surrogate.mean((0, 2)) - cfg.entropy_coef * entropy.mean((0, 2))
         actor_loss = per_group.sum()
         values = self._values(inputs)
-        critic_loss = 0.5 * (values - returns).pow(2).view(values.shape[0], self.S, -1).mean((0, 2)).sum()
+        critic_loss = 0.5 * (values - returns).pow(2).reshape(values.shape[0], self.S, -1).mean((0, 2)).sum()
         if not (torch.isfinite(actor_loss) and torch.isfinite(critic_loss)):
             raise FloatingPointError(
                 f"non-finite loss (actor {actor_loss.item()}, critic {critic_loss.item()}); parameters restored"
