@@ -34,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, metavar="DIR", help="run directory (must be empty unless --resume)")
     run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                      help="values of the flags not given for a new run: paper (as published), fast (a workstation "
-                     "budget) or paper-budget (hapruned's choices within the paper's 1000 episodes) (default: paper); "
+                     "budget), paper-budget (hapruned's choices within the paper's 1000 episodes) or scale (for many users: "
+                     "difference rewards and a per-agent value head) (default: paper); "
                      "a resumed run keeps its own config")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its config")
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
