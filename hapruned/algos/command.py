@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hapruned.algos.config import PRESETS, TrainConfig
-from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
+from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names, given_fields
 from hapruned.env import DSAConfig
 from hapruned.validation import check_integer
 
@@ -62,8 +62,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     if args.resume and (Path(args.out) / CONFIG_FILE).exists():
         return dataclass_from_args(load_config(args.out), args)
-    algo = {"algo": args.algo} if args.algo is not None else {}
-    return dataclass_from_args(TrainConfig.preset(args.preset, **algo), args)
+    return TrainConfig.preset(args.preset, **given_fields(TrainConfig, args))
 
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

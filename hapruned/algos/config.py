@@ -282,7 +282,9 @@ class TrainConfig:
         ``masked`` pruning (pruned weights stay pruned, so a prune event costs no reward), which
         learns in fewer iterations than ``paper`` and on every seed we tried. ``paper-budget``: the ``fast``
         choices within the paper's 1000 training episodes (250 iterations of 4) with 4 epochs instead of 2, the
-        target sparsity reached at iteration 200.
+        target sparsity reached at iteration 200. ``scale``: ``fast`` for many users, each agent learning
+        from its difference reward with its own value head of the joint critic, the target reached at 80%
+        of the iterations. Overriding ``iterations`` keeps a preset's ``i_end`` at the same share of them.
 
         With ``algo`` among the overrides, the preset's values of fields that algorithm does not use
         are dropped and the algorithm's own defaults (``ALGO_DEFAULTS``, ``ALGO_PRESETS``) applied."""
@@ -292,6 +294,9 @@ class TrainConfig:
         values = {key: value for key, value in PRESETS[name].items() if key not in UNUSED_FIELDS[algo]}
         values.update(ALGO_DEFAULTS.get(algo, {}))
         values.update(ALGO_PRESETS.get((name, algo), {}))
+        if "i_end" in values and "i_end" not in overrides and isinstance(overrides.get("iterations"), int):
+            # a preset that reaches its target at a share of its iterations keeps that share
+            values["i_end"] = max(1, round(values["i_end"] * overrides["iterations"] / values["iterations"]))
         return cls(**{**values, **overrides})
 
 
