@@ -36,14 +36,18 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip=(), prese
         group.add_argument(_flag(field.name), type=parse, default=None, help=help_text, metavar=field.name.upper())
 
 
-def dataclass_from_args(base, args: argparse.Namespace, skip=()):
-    """Return ``base`` with every field the user gave on the command line replaced (validated by the class)."""
-    changes = {
+def given_fields(cls, args: argparse.Namespace, skip=()) -> dict:
+    """The fields of the dataclass ``cls`` that the user gave on the command line."""
+    return {
         field.name: getattr(args, field.name)
-        for field in dataclasses.fields(base)
+        for field in dataclasses.fields(cls)
         if field.name not in skip and field.init and getattr(args, field.name, None) is not None
     }
-    return dataclasses.replace(base, **changes)
+
+
+def dataclass_from_args(base, args: argparse.Namespace, skip=()):
+    """Return ``base`` with every field the user gave on the command line replaced (validated by the class)."""
+    return dataclasses.replace(base, **given_fields(type(base), args, skip))
 
 
 def flag_names(message: str, *classes) -> str:

@@ -73,7 +73,7 @@ def test_ac_gradient_is_the_plain_policy_gradient_with_entropy_bonus():
     cfg = small("ac", entropy_coef=0.05)
     algo = IAGCPPO(cfg)
     B = cfg.envs_per_iteration
-    inputs, actions, old_log_probs, _ = algo._play(algo.env, B, algo.generator)
+    inputs, actions, old_log_probs, _, _ = algo._play(algo.env, B, algo.generator)
     inputs, actions, old_log_probs = inputs.clone(), actions.clone(), old_log_probs.clone()
     advantages = torch.randn(actions.shape, generator=torch.Generator().manual_seed(0))
     returns = torch.randn(actions.shape, generator=torch.Generator().manual_seed(1))
@@ -254,7 +254,7 @@ def test_dqn_epsilon_schedule_and_one_shared_network():
 def test_dqn_greedy_clones_act_alike_on_the_same_history():
     algo = RecurrentDQN(small("dqn"))
     # every agent sees the dummy first observation, so a greedy shared network picks one action for all
-    inputs, actions, _, _ = algo._play(algo.env, 4, algo.generator, training=False, greedy=True)
+    inputs, actions, _, _, _ = algo._play(algo.env, 4, algo.generator, training=False, greedy=True)
     assert (actions[0] == actions[0, 0, 0]).all()
 
 
@@ -268,7 +268,7 @@ def test_learners_read_the_observations_and_snr_feature_of_the_reference_env(alg
     assert algo.F == K + 6
     replay = BatchedDSAEnv(cfg.env_config, S * B)  # the learner's draws, for the primary users' states
     replay.rng_states = algo.env.rng_states
-    inputs, actions, _, _ = algo._play(algo.env, B, algo.generator)
+    inputs, actions, _, _, _ = algo._play(algo.env, B, algo.generator)
     replay.reset()
     references = [ReferenceDSAEnv(cfg.env_config) for _ in range(S * B)]
     for e, reference in enumerate(references):

@@ -68,6 +68,19 @@ def test_flags_override_the_preset():
     assert config.iterations == fast.iterations and config.envs_per_iteration == fast.envs_per_iteration
 
 
+def test_a_preset_keeps_its_schedule_end_at_the_same_share_of_fewer_or_more_iterations():
+    def config(*flags):
+        return command.config_from_args(build_parser().parse_args(["train", "--out", "x", *flags]))
+
+    for preset in ("scale", "paper-budget"):
+        share = PRESETS[preset]["i_end"] / PRESETS[preset]["iterations"]
+        for iterations in (1, 10, 400):
+            assert config("--preset", preset, "--iterations", str(iterations)).i_end == max(1, round(share * iterations))
+        assert config("--preset", preset, "--iterations", "400", "--i-end", "390").i_end == 390  # a given i_end stays
+        assert config("--preset", preset).i_end == PRESETS[preset]["i_end"]
+    assert config("--preset", "fast", "--iterations", "10").i_end is None  # fast ends at the last iteration
+
+
 def test_help_gives_the_fast_presets_values():
     train = command.add_parser(argparse.ArgumentParser().add_subparsers())
     helps = {action.dest: action.help for action in train._actions}

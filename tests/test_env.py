@@ -9,6 +9,7 @@ import pytest
 
 from hapruned.env import (FEEDBACK_CODES, BatchedDSAEnv, DSAConfig, batched, encode_env_observations,
                           encode_observations, observation_size, snr_quantile)
+from hapruned.env.reference import ReferenceDSAEnv
 
 
 def play_episode(env, actions, seed=None):
@@ -437,3 +438,33 @@ def test_rng_states_round_trip_replays_the_episode():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="rng_states"):
         second.rng_states = saved[:2]
+
+
+@pytest.mark.parametrize("setup", ["A", "B"])
+def test_difference_reward_is_the_team_reward_minus_the_one_had_the_user_stayed_idle(setup):
+    """Brute force: replay every slot once per user with that user idle (same SNRs and primary users) in the
+    reference environment and compare the team rewards; crowded, sparse, single-user and single-channel
+    configurations, and every user count on a channel."""
+    rng = np.random.default_rng(7)
+    counts_seen = set()
+    for n_users, n_channels in ((1, 1), (2, 1), (3, 2), (6, 3), (9, 4), (5, 8)):
+        config = DSAConfig.setup(setup, n_users=n_users, n_channels=n_channels, horizon=6)
+        env = BatchedDSAEnv(config, 8, seed=n_users)
+        env.reset()
+        np.testing.assert_array_equal(env.difference_reward, 0.0)
+        for _ in range(config.horizon):
+            idle_prob = rng.random()
+            channels = rng.integers(1, config.n_actions, size=(8, n_users))
+            actions = np.where(rng.random((8, n_users)) < idle_prob, 0, channels)
+            pu_busy = env.pu_busy.copy()
+            _, reward, _, _ = env.step(actions)
+            for b in range(8):
+                counts_seen.update(np.bincount(actions[b])[actions[b]].tolist())
+                for n in range(n_users):
+                    without = actions[b].copy()
+                    without[n] = 0
+                    reference = ReferenceDSAEnv(config)
+                    reference.reset(snr=env.snr[b])
+                    _, reward_without, _, _ = reference.step(without, pu_busy=pu_busy[b])
+                    assert env.difference_reward[b, n] == pytest.approx(reward[b] - reward_without, abs=1e-12), (b, n)
+    assert {1, 2, 3} <= counts_seen  # alone, a pair and a crowd on a channel all occurred

@@ -51,6 +51,7 @@ def drive_both(config, num_envs, seed, episodes, action_seed):
                 np.testing.assert_array_equal(obs[b], ref_obs)
                 np.testing.assert_array_equal(throughput[b], ref_throughput)
                 np.testing.assert_array_equal(env.observed_rate[b], reference.observed_rate)
+                np.testing.assert_array_equal(env.difference_reward[b], reference.difference_reward)
                 assert done[b] == ref_done
                 if config.observe_snr:
                     # the feature recovers the SNR from the rate: a few ulps of 1 + snr, over the range's width

@@ -51,7 +51,7 @@ def test_shapes_and_metrics(critic_input):
     cfg = small(seeds=(0, 1), critic_input=critic_input)
     algo = IAGCPPO(cfg)
     S, N, B, T, K = 2, cfg.n_users, cfg.envs_per_iteration, cfg.horizon, cfg.n_channels
-    inputs, actions, log_probs, rewards = algo._play(algo.env, B, algo.generator)
+    inputs, actions, log_probs, rewards, _ = algo._play(algo.env, B, algo.generator)
     assert inputs.shape == (T, S * N, B, K + 5) and actions.shape == (T, S * N, B) and log_probs.shape == (T, S * N, B)
     assert rewards.shape == (T, S, B)
     assert int(actions.min()) >= 0 and int(actions.max()) <= K
@@ -169,8 +169,8 @@ def test_nan_loss_raises_and_leaves_parameters_unchanged(monkeypatch):
     play = algo._play
 
     def nan_rewards(*args, **kwargs):
-        inputs, actions, log_probs, rewards = play(*args, **kwargs)
-        return inputs, actions, log_probs, rewards.clone().fill_(float("nan"))
+        inputs, actions, log_probs, rewards, differences = play(*args, **kwargs)
+        return inputs, actions, log_probs, rewards.clone().fill_(float("nan")), differences
 
     monkeypatch.setattr(algo, "_play", nan_rewards)
     with pytest.raises(FloatingPointError, match="non-finite"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hapruned.algos.config import PRESETS, TrainConfig
-from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names
+from hapruned.config_cli import add_dataclass_arguments, dataclass_from_args, flag_names, given_fields
 from hapruned.env import DSAConfig
 from hapruned.validation import check_integer
 
@@ -34,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, metavar="DIR", help="run directory (must be empty unless --resume)")
     run.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                      help="values of the flags not given for a new run: paper (as published), fast (a workstation "
-                     "budget) or paper-budget (hapruned's choices within the paper's 1000 episodes) (default: paper); "
+                     "budget), paper-budget (hapruned's choices within the paper's 1000 episodes) or scale (for many users: "
+                     "difference rewards and a per-agent value head) (default: paper); "
                      "a resumed run keeps its own config")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its config")
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
@@ -61,8 +62,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     if args.resume and (Path(args.out) / CONFIG_FILE).exists():
         return dataclass_from_args(load_config(args.out), args)
-    algo = {"algo": args.algo} if args.algo is not None else {}
-    return dataclass_from_args(TrainConfig.preset(args.preset, **algo), args)
+    return TrainConfig.preset(args.preset, **given_fields(TrainConfig, args))
 
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

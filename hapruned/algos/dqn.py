@@ -145,7 +145,7 @@ class RecurrentDQN(Learner):
         cfg = self.config
         S, N, B, T = self.S, self.N, cfg.envs_per_iteration, self.env_config.horizon
         self.epsilon = self.epsilon_at(iteration)
-        inputs, actions, _, raw_rewards = self._play(self.env, B, self.generator)
+        inputs, actions, _, raw_rewards, _ = self._play(self.env, B, self.generator)
         self.replay.add(inputs, actions, raw_rewards)
         if cfg.normalize_rewards:
             self.reward_normalizer.update(raw_rewards)

@@ -125,7 +125,8 @@ class Learner:
         """Play one episode in every environment of ``env`` (S*batch of them).
 
         Returns inputs (T, G, batch, F), actions (T, G, batch), log-probs (T, G, batch) (each None
-        unless ``record``; log-probs None for value-based learners) and raw rewards (T, S, batch).
+        unless ``record``; log-probs None for value-based learners), raw team rewards (T, S, batch) and,
+        with ``record`` and ``reward="difference"``, each agent's raw difference reward (T, G, batch), else None.
         """
         T = self.env_config.horizon
         obs = env.reset()
@@ -134,6 +135,8 @@ class Learner:
         inputs = torch.empty(T, self.G, batch, self.F, device=self.device) if record else None
         actions = torch.empty(T, self.G, batch, dtype=torch.int64, device=self.device) if record else None
         log_probs = []
+        differences = torch.empty(T, self.S * batch, self.N, dtype=torch.float64) if (
+            record and self.config.reward == "difference") else None
         state = None
         for t in range(T):
             x = self._encode(obs, env.observed_rate, buffer, batch)
@@ -143,8 +146,12 @@ class Learner:
                 log_probs.append(log_prob)
             obs, reward, _, _ = env.step(self._to_env_actions(action, batch))
             rewards[t] = torch.from_numpy(reward)
+            if differences is not None:
+                differences[t] = torch.from_numpy(env.difference_reward)
         log_probs = torch.stack(log_probs) if record and log_probs[0] is not None else None
-        return inputs, actions, log_probs, rewards.view(T, self.S, batch)
+        if differences is not None:  # (T, S*batch, N) seed-major -> (T, G, batch)
+            differences = differences.view(T, self.S, batch, self.N).transpose(2, 3).reshape(T, self.G, batch)
+        return inputs, actions, log_probs, rewards.view(T, self.S, batch), differences
 
     def evaluate(self, episodes: int, seed: int, greedy: bool | None = None) -> list[float]:
         """Mean raw episode reward of each training seed's policies over ``episodes`` held-out episodes.
@@ -158,7 +165,7 @@ class Learner:
         env = BatchedDSAEnv(self.env_config, self.S * episodes, copy=False)
         env.rng_states = np.tile(seed_states(seed, episodes), self.S)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        *_, rewards = self._play(env, episodes, generator, training=False, greedy=greedy, record=False)
+        _, _, _, rewards, _ = self._play(env, episodes, generator, training=False, greedy=greedy, record=False)
         return rewards.sum(0).mean(1).tolist()
 
     # ------------------------------------------------------------------ state shared by every learner

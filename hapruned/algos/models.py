@@ -73,14 +73,16 @@ class GroupedActor(nn.Module):
 
 
 class GroupedCritic(nn.Module):
-    """One dense value network per seed: LSTM -> linear -> scalar."""
+    """One dense value network per seed: LSTM -> linear -> ``heads`` values (one, or one per agent)."""
 
-    def __init__(self, seeds: int, input_size: int, hidden_size: int, num_layers: int, device=None):
+    def __init__(self, seeds: int, input_size: int, hidden_size: int, num_layers: int, device=None, heads: int = 1):
         super().__init__()
         self.lstm = GroupedLSTM(seeds, input_size, hidden_size, num_layers, device=device)
-        self.head = GroupedLinear(seeds, hidden_size, 1, device=device)
+        self.head = GroupedLinear(seeds, hidden_size, heads, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (time, seeds, batch, input) -> values (time, seeds, batch), from a zero hidden state."""
+        """x (time, seeds, batch, input) -> values (time, seeds, batch) (one head) or (time, seeds, batch,
+        heads), from a zero hidden state."""
         y, _ = self.lstm(x)
-        return self.head(y).squeeze(-1)
+        values = self.head(y)
+        return values.squeeze(-1) if values.shape[-1] == 1 else values

@@ -77,7 +77,9 @@ class IAGCPPO(Learner):
         self.actor = GroupedActor(G, self.F, cfg.hidden_size, cfg.num_layers, self.K + 1, device=self.device,
                                   share=N if shared else 1)
         critic_in = self.F if cfg.critic_input == "own" else N * self.F
-        self.critic = GroupedCritic(S, critic_in, cfg.hidden_size, cfg.num_layers, device=self.device)
+        # a joint critic sees one environment: with per-agent rewards it needs one value per agent
+        heads = N if cfg.critic_input == "joint" and cfg.reward == "difference" else 1
+        self.critic = GroupedCritic(S, critic_in, cfg.hidden_size, cfg.num_layers, device=self.device, heads=heads)
         for s, seed in enumerate(self.seeds):
             init = torch.Generator().manual_seed(seed)
             # orthogonal: a small policy head starts every agent near the uniform policy
@@ -139,7 +141,10 @@ class IAGCPPO(Learner):
         if self.config.critic_input == "own":
             return self.critic(x.reshape(T, self.S, self.N * b, F)).view(T, self.G, b)
         joint = x.permute(0, 1, 3, 2, 4).reshape(T, self.S, b, self.N * F)
-        return self.critic(joint).unsqueeze(2).expand(T, self.S, self.N, b).reshape(T, self.G, b)
+        values = self.critic(joint)
+        if values.ndim == 4:  # one head per agent: (T, S, b, N)
+            return values.permute(0, 1, 3, 2).reshape(T, self.G, b)
+        return values.unsqueeze(2).expand(T, self.S, self.N, b).reshape(T, self.G, b)
 
     # ------------------------------------------------------------------ update
     def _snapshot(self) -> dict:
@@ -164,11 +169,16 @@ class IAGCPPO(Learner):
         """
         cfg = self.config
         S, G, N, B, T = self.S, self.G, self.N, cfg.envs_per_iteration, self.env_config.horizon
-        inputs, actions, old_log_probs, raw_rewards = self._play(self.env, B, self.generator)
+        inputs, actions, old_log_probs, raw_rewards, differences = self._play(self.env, B, self.generator)
         with torch.inference_mode():
             values = self._values(inputs)
-        rewards = self.reward_normalizer(raw_rewards) if cfg.normalize_rewards else raw_rewards
-        rewards = rewards.to(values.dtype).to(self.device).unsqueeze(2).expand(T, S, N, B).reshape(T, G, B)
+        if differences is None:  # the team reward, the same for every agent of an environment
+            rewards = self.reward_normalizer(raw_rewards) if cfg.normalize_rewards else raw_rewards
+            rewards = rewards.unsqueeze(2).expand(T, S, N, B)
+        else:  # each agent's own; one return statistic per seed over all its agents
+            rewards = differences.reshape(T, S, N * B)
+            rewards = (self.reward_normalizer(rewards) if cfg.normalize_rewards else rewards).view(T, S, N, B)
+        rewards = rewards.to(values.dtype).to(self.device).reshape(T, G, B)
         advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.gae_lambda)
         # inference-mode tensors cannot be saved for backward; the update needs ordinary ones
         inputs, actions, old_log_probs = inputs.clone(), actions.clone(), old_log_probs.clone()
@@ -232,7 +242,7 @@ class IAGCPPO(Learner):
         per_group = -surrogate.mean((0, 2)) - cfg.entropy_coef * entropy.mean((0, 2))
         actor_loss = per_group.sum()
         values = self._values(inputs)
-        critic_loss = 0.5 * (values - returns).pow(2).view(values.shape[0], self.S, -1).mean((0, 2)).sum()
+        critic_loss = 0.5 * (values - returns).pow(2).reshape(values.shape[0], self.S, -1).mean((0, 2)).sum()
         if not (torch.isfinite(actor_loss) and torch.isfinite(critic_loss)):
             raise FloatingPointError(
                 f"non-finite loss (actor {actor_loss.item()}, critic {critic_loss.item()}); parameters restored"

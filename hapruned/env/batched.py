@@ -73,20 +73,24 @@ def _actions_valid(actions, n_actions):
 
 @numba.njit(cache=True, inline="always")
 def _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
-              feedback):
-    """``feedback[b, a]`` first counts the users who chose action a, then holds the code they all get."""
+              difference, feedback, users, rate_sum):
+    """``users[b, a]`` counts the users who chose action a and ``rate_sum[b, a]`` sums their rates on it;
+    ``feedback[b, a]`` holds the code they all get."""
     n_users = actions.shape[1]
     n_channels = pu_prob.shape[0]
     for a in range(n_channels + 1):
-        feedback[b, a] = 0
+        users[b, a] = 0
+        rate_sum[b, a] = 0.0
     for n in range(n_users):
-        feedback[b, actions[b, n]] += 1
+        a = actions[b, n]
+        users[b, a] += 1
+        rate_sum[b, a] += rate[b, n, a]
     feedback[b, 0] = IDLE
     for k in range(1, n_channels + 1):
         if pu_busy[b, k - 1]:
             feedback[b, k] = PRIMARY_USER
         else:
-            feedback[b, k] = ACK if feedback[b, k] == 1 else NACK
+            feedback[b, k] = ACK if users[b, k] == 1 else NACK
     total = 0.0
     for n in range(n_users):
         # no branch per user (random actions would defeat branch prediction): a user keeps its
@@ -98,6 +102,9 @@ def _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward
         obs[b, n, 1] = code
         throughput[b, n] = gained
         observed_rate[b, n] = rate[b, n, a] * (code != PRIMARY_USER)  # the channel's rate, collided or not
+        # the team reward minus the one had n stayed idle: a collision of exactly two on a free channel
+        # cost the other user its ACK
+        difference[b, n] = gained - (rate_sum[b, a] - rate[b, n, a]) * (code == NACK and users[b, a] == 2)
         total += gained
     reward[b] = total
     if draw_next:
@@ -106,16 +113,18 @@ def _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward
 
 @numba.njit(cache=True)
 def _step_serial(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
-                 feedback):
+                 difference, feedback, users, rate_sum):
     for b in range(actions.shape[0]):
-        _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate, feedback)
+        _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
+                  difference, feedback, users, rate_sum)
 
 
 @numba.njit(cache=True, parallel=True)
 def _step_parallel(actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
-                   feedback):
+                   difference, feedback, users, rate_sum):
     for b in numba.prange(actions.shape[0]):
-        _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate, feedback)
+        _step_env(b, actions, draw_next, states, pu_prob, rate, pu_busy, obs, reward, throughput, observed_rate,
+                  difference, feedback, users, rate_sum)
 
 
 def _parallel(num_envs: int, n_users: int) -> bool:
@@ -136,7 +145,9 @@ class BatchedDSAEnv:
     ``pu_busy[B, K]`` the primary-user state of the coming slot and ``observed_rate[B, N]`` the rate
     ``log2(1 + snr)`` of each user's last transmission on a channel free of primary users, collided
     or not (0 when idle or blocked, and after ``reset``): what a user observes with
-    ``config.observe_snr``. These buffers are never copied.
+    ``config.observe_snr``. ``difference_reward[B, N]`` is the last slot's team reward minus the team
+    reward had user n stayed idle, all else equal (0 after ``reset``; see ``ReferenceDSAEnv``). These
+    buffers are never copied.
     """
 
     def __init__(self, config: DSAConfig, num_envs: int, seed: int = 0, copy: bool = True):
@@ -156,8 +167,11 @@ class BatchedDSAEnv:
         self._reward = np.zeros(self.num_envs)
         self._throughput = np.zeros(shape)
         self.observed_rate = np.zeros(shape)
+        self.difference_reward = np.zeros(shape)
         self._done = np.zeros(self.num_envs, dtype=np.bool_)
         self._feedback = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
+        self._users = np.zeros((self.num_envs, config.n_actions), dtype=np.int64)
+        self._rate_sum = np.zeros((self.num_envs, config.n_actions))
         self._states = seed_states(seed, self.num_envs)
         self.t = None  # slots played in the current episode; None before the first reset
 
@@ -185,6 +199,7 @@ class BatchedDSAEnv:
         # bit on any CPU (NumPy and numba may use different log2 routines, e.g. SVML on AVX-512)
         self._rate[..., 1:] = np.log2(1.0 + self.snr)
         self.observed_rate[:] = 0.0
+        self.difference_reward[:] = 0.0
         self._done[:] = False
         self.t = 0
         return self._obs.copy() if self.copy else self._obs
@@ -214,7 +229,8 @@ class BatchedDSAEnv:
         step = _step_parallel if _parallel(self.num_envs, self.config.n_users) else _step_serial
         step(
             actions, not last, self._states, self._pu_prob, self._rate, self.pu_busy,
-            self._obs, self._reward, self._throughput, self.observed_rate, self._feedback,
+            self._obs, self._reward, self._throughput, self.observed_rate, self.difference_reward, self._feedback,
+            self._users, self._rate_sum,
         )
         self._done[:] = last
         if self.copy:

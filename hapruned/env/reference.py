@@ -14,6 +14,9 @@ random draws) and to serve as the baseline of the environment benchmark. Rules (
   reward is the sum of the users' throughputs.
 - An episode lasts ``horizon`` slots; the observation of a user is its last action and feedback,
   ``(0, 0)`` at the start.
+- ``difference_reward[n]`` is the team reward minus the team reward had user n stayed idle (all
+  else equal): its own throughput on an ACK, minus the rate the one other user on its channel would
+  have earned alone when the two collided on a channel free of primary users, else 0.
 - ``observed_rate[n]`` is ``log2(1 + snr[n, a - 1])`` when user n transmitted on a channel free of
   primary users, whether or not it collided, and 0 when it was idle or blocked (and at the start):
   the SNR a user observes with ``config.observe_snr``.
@@ -45,7 +48,7 @@ class ReferenceDSAEnv:
         self.config = config
         self.rng = np.random.default_rng(seed)
         self.pu_probs = config.pu_probs
-        self.snr = self.rate = self.observed_rate = None
+        self.snr = self.rate = self.observed_rate = self.difference_reward = None
         self.t = None  # slots played in the current episode; None before the first reset
 
     def reset(self, snr: np.ndarray | None = None) -> np.ndarray:
@@ -60,6 +63,7 @@ class ReferenceDSAEnv:
         self.snr = snr
         self.rate = np.log2(1.0 + snr)  # what an ACK on channel k earns user n, fixed for the episode
         self.observed_rate = np.zeros(cfg.n_users)
+        self.difference_reward = np.zeros(cfg.n_users)
         self.t = 0
         return np.zeros((cfg.n_users, 2), dtype=np.int64)
 
@@ -98,6 +102,10 @@ class ReferenceDSAEnv:
         throughput = np.where(feedback == ACK, rate, 0.0)
         self.observed_rate = np.where(transmitting & ~occupied, rate, 0.0)
         reward = float(throughput.sum())
+        # a collision of exactly two users on a free channel: without user n the other would have had an ACK
+        rate_on_action = np.bincount(actions, weights=np.where(transmitting, rate, 0.0), minlength=cfg.n_channels + 1)
+        pair = (feedback == NACK) & (users_on_action[actions] == 2)
+        self.difference_reward = throughput - np.where(pair, rate_on_action[actions] - rate, 0.0)
 
         self.t += 1
         obs = np.stack([actions.astype(np.int64), feedback], axis=-1)
