@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import hapruned
 from hapruned import ops
 from hapruned.algos import IAGCPPO, TrainConfig
 from hapruned.algos.models import GroupedActor
@@ -82,6 +83,7 @@ def test_export_holds_the_effective_weights(run_dir, tmp_path, seed, agents):
     seed_index = SEEDS.index(seed if seed is not None else SEEDS[0])
     assert [a.agent for a in actors] == (agents or [0, 1, 2])
     assert metadata["source"]["seed"] == SEEDS[seed_index] and metadata["dtype"] == "float32"
+    assert metadata["source"]["hapruned_version"] == hapruned.__version__
     assert metadata["architecture"] == {"cell": "lstm", "input_size": 8, "hidden_size": 16, "num_layers": 2,
                                         "n_actions": 4, "gate_order": "ifgo"}
     assert metadata["environment"]["n_channels"] == 3 and metadata["encoding"]["feedback_codes"] == [0, 1, -1, -2]
