@@ -30,7 +30,7 @@ INSTALLED = import importlib.metadata as m, json, pathlib, sys, torch, hapruned.
 # What the extension is built from: when one is newer than it, setting up builds it again.
 BUILD_INPUTS = setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup run smoke test bench clean
+.PHONY: setup run smoke test quick-test bench clean
 
 setup: $(if $(VENV),$(VENV)/bin/python)
 	@echo 'make: installing hapruned into $(ENVIRONMENT)'
@@ -59,6 +59,11 @@ smoke: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+# the test suite without its learning tests (marked slow: they train for tens of iterations or more), while
+# iterating; make test runs them all
+quick-test: setup
+	$(PYTHON) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PYTHON) -m pytest benchmarks -q

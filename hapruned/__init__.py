@@ -20,7 +20,8 @@ import sys
 if "torch" not in sys.modules:
     os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
-__version__ = "0.1.0"
+# the one place the version is written: pyproject.toml reads it from here, exports stamp it (CHANGELOG.md)
+__version__ = "0.2.0"
 __all__ = ["HAS_EXTENSION", "available_cores", "check_threads", "set_num_threads", "__version__"]
 
 

@@ -305,6 +305,7 @@ def learn(cfg, learner):
     return untrained, np.array(algo.evaluate(100, seed=12345)), expected_aloha_episode_reward(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo,iterations,seeds", [("ac", 150, None), ("pai", 40, (0, 1, 2, 3))])
 def test_actor_critic_baselines_learn_to_beat_aloha(algo, iterations, seeds):
     """Plain IAGC learns on every seed (seeds 0-9: 2.22-2.25x Aloha at 150 iterations). PaI's agents share one
@@ -321,6 +322,7 @@ def test_actor_critic_baselines_learn_to_beat_aloha(algo, iterations, seeds):
     assert trained.max() > 1.5 * aloha
 
 
+@pytest.mark.slow
 def test_dqn_learns_what_shared_clones_can_and_a_single_user_learns_fully():
     """What this shows: with one user (no clones to tell apart) DQN learns the optimal policy, to
     transmit in every slot; with three users on two channels, identical clones that see the same

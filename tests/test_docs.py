@@ -13,7 +13,7 @@ import processes
 from hapruned.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
 # programs the pages show that are not hapruned's (installers, Ray's and TensorBoard's own commands, the shell)
 OTHER_PROGRAMS = {"pip", "ray", "tensorboard", "export", "cd", "git", "sudo", "apt-get", ".", "source", "deactivate",
                   "python3", "nvidia-smi", "taskset", "cat", "rm", "kill"}
@@ -145,3 +145,17 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     page.write_text("[a](other.md#a-heading) [b](missing.md) [c](other.md#no-heading) [d](#here)\n## Here\n"
                     "```bash\n# [e](not-a-link.md)\n```\n")
     assert broken_links(page) == ["missing.md (no such file)", "other.md#no-heading (no such heading in other.md)"]
+
+
+def test_the_version_is_written_once_and_in_the_changelog():
+    """The package's version is hapruned.__version__, as setuptools reads it for pyproject.toml (no second
+    copy there to drift), and CHANGELOG.md has an entry for it."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import hapruned
+
+    project = read_configuration(REPO / "pyproject.toml")["project"]
+    assert project["version"] == hapruned.__version__
+    assert "version" in project["dynamic"]
+    versions = re.findall(r"^## (\S+)", (REPO / "CHANGELOG.md").read_text(), flags=re.M)
+    assert versions and versions[0] == hapruned.__version__, f"CHANGELOG.md's newest entry is {versions[:1]}"

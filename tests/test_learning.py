@@ -2,10 +2,13 @@
 user that observes the SNR uses it."""
 
 import numpy as np
+import pytest
 
 from hapruned.algos import IAGCPPO, TrainConfig
 from hapruned.baselines import Oracle, decentralised_bound, evaluate
 from hapruned.baselines.aloha import optimal_aloha_p
+
+pytestmark = pytest.mark.slow  # each test trains for tens to hundreds of iterations
 
 
 def expected_aloha_episode_reward(config) -> float:

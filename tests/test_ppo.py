@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -64,8 +65,13 @@ def test_shapes_and_metrics(critic_input):
     for key in ("episode_reward", "approx_kl", "clip_fraction", "entropy", "explained_variance", "actor_loss", "critic_loss"):
         assert isinstance(metrics[key], float) and torch.isfinite(torch.tensor(metrics[key])), key
     assert 0 < metrics["entropy"] <= torch.log(torch.tensor(K + 1.0)) + 1e-6
+    training_state = algo.generator.get_state()
     evaluation = algo.evaluate(5, seed=123)
-    assert len(evaluation) == S and all(r >= 0 for r in evaluation)
+    # at most min(N, K) successes a slot, each worth at most log2(1 + snr_high)
+    most = T * min(N, K) * math.log2(1 + cfg.env_config.snr_high)
+    assert len(evaluation) == S and all(0 <= r <= most for r in evaluation)
+    assert algo.evaluate(5, seed=123) == evaluation  # held-out episodes: the same every time
+    assert torch.equal(algo.generator.get_state(), training_state)  # and the training random state untouched
 
 
 def test_orthogonal_init():
