@@ -28,19 +28,24 @@ def run_together(seeds, out: Path, extra: list[str]) -> list[float]:
     out.mkdir()
     processes, finished = [], {}
     started = time.perf_counter()
-    for seed in seeds:
-        command = [sys.executable, "-m", "hapruned", "train", *TRAIN, "--seed", str(seed),
-                   "--out", str(out / f"seed-{seed}"), "--json", *extra]
-        log = open(out / f"seed-{seed}.log", "w")
-        processes.append((subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log), log))
-    while len(finished) < len(processes):
-        for k, (process, log) in enumerate(processes):
-            if k not in finished and process.poll() is not None:
-                finished[k] = time.perf_counter() - started
-                log.close()
-                if process.returncode:
-                    raise SystemExit(f"a training run failed (exit {process.returncode}):\n{Path(log.name).read_text()}")
-        time.sleep(0.02)
+    try:
+        for seed in seeds:
+            command = [sys.executable, "-m", "hapruned", "train", *TRAIN, "--seed", str(seed),
+                       "--out", str(out / f"seed-{seed}"), "--json", *extra]
+            log = open(out / f"seed-{seed}.log", "w")
+            processes.append((subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log), log))
+        while len(finished) < len(processes):
+            for k, (process, log) in enumerate(processes):
+                if k not in finished and process.poll() is not None:
+                    finished[k] = time.perf_counter() - started
+                    if process.returncode:
+                        raise SystemExit(f"a training run failed (exit {process.returncode}):\n{Path(log.name).read_text()}")
+            time.sleep(0.02)
+    finally:  # a failed or interrupted comparison stops the other runs too
+        for process, log in processes:
+            process.kill()
+            process.wait()
+            log.close()
     return [finished[k] for k in range(len(processes))]
 
 

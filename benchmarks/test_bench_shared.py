@@ -19,6 +19,8 @@ must be otherwise quiet; ``benchmarks/side_by_side.py`` measures two whole train
 """
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,13 +66,17 @@ def helpers(load: str):
             "another training": [[sys.executable, "-m", "hapruned", "train", *TRAIN_FLAGS, "--iterations", "200",
                                   "--seed", "1", "--out", f"{tmp}/run", "--json"]],
         }[load]
-        processes = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
+        processes = []
         try:
+            for command in commands:  # each in its own session, so that killing it stops all it started
+                processes.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                  start_new_session=True))
             time.sleep(10 if load == "another training" else 0.5)  # a training: past its imports and compilation
             yield
         finally:
             for process in processes:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 

@@ -3,7 +3,7 @@
 // and the tail of the backward (the weight, bias and input gradients of all steps at once).
 //
 // A backend is a struct of static functions (CpuLstm in csrc/cpu/lstm.cpp, CudaLstm in
-// csrc/cuda/lstm.cu); forward and backward_steps are called only for non-empty shapes (G, B, H > 0):
+// csrc/cuda/lstm.cuh); forward and backward_steps are called only for non-empty shapes (G, B, H > 0):
 //   kDevice                                        the device type its kernels are registered for
 //   forward(shape, weights, bias, seq)             writes seq.y, seq.cs and seq.gates
 //   backward_steps(shape, weights, seq, grad, buffers)
@@ -19,12 +19,7 @@
 #include <tuple>
 
 #include "checks.h"
-
-#ifdef __CUDACC__
-#define HAPRUNED_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define HAPRUNED_HOST_DEVICE inline __attribute__((always_inline))
-#endif
+#include "host_device.h"
 
 namespace hapruned {
 

@@ -21,12 +21,25 @@ if "torch" not in sys.modules:
     os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 __version__ = "0.1.0"
-__all__ = ["HAS_EXTENSION", "available_cores", "set_num_threads", "__version__"]
+__all__ = ["HAS_EXTENSION", "available_cores", "check_threads", "set_num_threads", "__version__"]
 
 
 def available_cores() -> int:
     """The CPUs this process may run on (its affinity mask, which taskset and container cpusets set)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_threads(value, name: str) -> int:
+    """``value`` as an int, or ValueError naming ``name`` unless it is a thread count in [1, available_cores()].
+
+    More threads than cores only make them wait for each other, and a count in the thousands makes
+    the thread pools fail to start their threads (a crash, not an exception)."""
+    from hapruned.validation import is_integer
+
+    cores = available_cores()
+    if not is_integer(value) or not 1 <= value <= cores:
+        raise ValueError(f"{name} must be an integer in [1, {cores}] (the cores this process may use), got {value!r}")
+    return int(value)
 
 
 def __getattr__(name: str):
@@ -47,8 +60,7 @@ def set_num_threads(n: int) -> None:
     import numba
     import torch
 
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = check_threads(n, "n")
     # numba first: its first call starts numba's OpenMP pool, which sets the shared OpenMP thread count
     # back to the core count once torch has used OpenMP, undoing an earlier torch.set_num_threads.
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

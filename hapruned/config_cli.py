@@ -49,5 +49,7 @@ def dataclass_from_args(base, args: argparse.Namespace, skip=()):
 def flag_names(message: str, *classes) -> str:
     """``message`` with every ``Cls.field`` of the given dataclasses written as the flag ``--field``."""
     for cls in classes:
-        message = re.sub(rf"\b{cls.__name__}\.(\w+)", lambda m: _flag(m.group(1)), message)
+        names = {field.name for field in dataclasses.fields(cls)}
+        message = re.sub(rf"\b{cls.__name__}\.(\w+)",
+                         lambda m: _flag(m.group(1)) if m.group(1) in names else m.group(0), message)
     return message

@@ -39,7 +39,7 @@ def keep_thread_count():
     hapruned.set_num_threads(before)
 
 
-@pytest.mark.parametrize("flags, cores, expected", [([], 64, 4), ([], 3, 3), (["--threads", "5"], 2, 5)])
+@pytest.mark.parametrize("flags, cores, expected", [([], 64, 4), ([], 3, 3), (["--threads", "5"], 8, 5)])
 def test_threads_default_to_the_cores_at_most_one_per_agent_and_seed(tmp_path, monkeypatch, flags, cores, expected):
     """2 agents x 2 seeds: 4 groups, so at most 4 threads unless --threads says otherwise."""
     chosen = []
@@ -52,7 +52,7 @@ def test_threads_default_to_the_cores_at_most_one_per_agent_and_seed(tmp_path, m
 def test_bad_thread_count_names_the_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(["train", "--out", str(tmp_path / "run"), "--threads", "0", *TINY])
-    assert exit_info.value.code == 2 and "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--threads must be an integer in [1, " in capsys.readouterr().err
 
 
 def test_flags_override_the_preset():
@@ -218,7 +218,7 @@ def test_observe_snr_flag_trains_on_the_wider_input(tmp_path, capsys, algo):
     assert run(["train", "--out", str(out), "--json", "--algo", algo, *TINY_ANY_ALGO, *extra, "--observe-snr",
                 "--snr-low", "1", "--snr-high", "100"]) == 0
     assert json.loads((out / "config.json").read_text())["observe_snr"] is True
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)["algo"]
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)["algo"]
     first_layer = checkpoint["q" if algo == "dqn" else "actor"]["lstm.weight_ih_l0"]
     assert first_layer.shape[-1] == 2 + 6  # K + 6 inputs: the SNR feature follows the one-hots
     if algo == "dqn":  # the replay keeps the feature exactly, between 0 and 1

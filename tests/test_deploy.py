@@ -4,7 +4,6 @@ evaluation episodes with the exported actors, the NumPy path without torch, ONNX
 import json
 import shutil
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from hapruned import ops
 from hapruned.algos import IAGCPPO, TrainConfig
 from hapruned.algos.models import GroupedActor
-from hapruned.algos.trainer import eval_seed, train
+from hapruned.algos.trainer import checkpoint_digest, eval_seed, read_checkpoint, train
 from hapruned.cli import main
 from hapruned.deploy import ExportError, HpzError, export_actors, load_actors, observation_features, read_hpz
 from hapruned.deploy.actor import dense_torch_actor
@@ -23,6 +22,7 @@ from hapruned.deploy.export import actor_metadata, actor_weights, read_run, writ
 from hapruned.deploy.numpy_actor import load_numpy_actors
 from hapruned.deploy.verify import replay_evaluation
 from hapruned.env import encode_observations
+import processes
 
 SEEDS = (3, 4)
 # float16 weights (11-bit significands) move the logits of trained actors by at most this much (5.7e-4 measured
@@ -55,7 +55,7 @@ def run_dir(request, tmp_path_factory):
 
 def trained(run_dir) -> IAGCPPO:
     config, checkpoint = read_run(run_dir)
-    algo = IAGCPPO(TrainConfig(**config))
+    algo = IAGCPPO(config)
     algo.load_state_dict(checkpoint["algo"])
     return algo
 
@@ -227,7 +227,7 @@ def test_numpy_path_runs_without_torch_and_numba(run_dir, tmp_path):
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = processes.run([sys.executable, "-c", script], timeout=120)
     assert result.returncode == 0, result.stderr
     numpy_logits = np.array(json.loads(result.stdout))
     actors = load_actors(path)
@@ -339,8 +339,9 @@ def test_export_errors(run_dir, tmp_path):
     with pytest.raises(ExportError, match="actors of actor-critic runs .* has algo='dqn'"):
         export_actors(other, tmp_path / "a.hpz")
     (other / "config.json").write_text(json.dumps(config))
-    checkpoint = torch.load(other / "checkpoint.pt", weights_only=False)
+    checkpoint = read_checkpoint(other / "checkpoint.pt")
     del checkpoint["algo"]["actor"]["head.weight"]
+    checkpoint["digest"] = checkpoint_digest(checkpoint)  # a well-formed checkpoint without an actor
     torch.save(checkpoint, other / "checkpoint.pt")
     with pytest.raises(ExportError, match="holds no actor"):
         export_actors(other, tmp_path / "a.hpz")

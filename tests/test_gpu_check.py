@@ -1,7 +1,6 @@
 """tools/gpu_check.sh on a machine without a GPU: its dry run and its argument handling, so that the
 script works on the day a GPU comes."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,14 @@ import torch
 
 import hapruned
 
+import processes
+
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.sh"
 STEPS = ["environment", "build", "cuda-tests", "gpu-benchmarks", "training"]
 
 
 def run(*args, timeout=300):
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    return processes.run([str(SCRIPT), *args], timeout=timeout)
 
 
 def table(stdout):

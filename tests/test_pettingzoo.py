@@ -1,12 +1,13 @@
 """The PettingZoo ParallelEnv adapter: PettingZoo's own API checks, and agreement with the batched env."""
 
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import processes
 
 pytest.importorskip("pettingzoo")
 
@@ -90,7 +91,5 @@ except ImportError as error:
 else:
     raise AssertionError("the adapter imported without pettingzoo")
 """
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1]
-    )
+    result = processes.run([sys.executable, "-W", "ignore", "-c", code], timeout=120, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr

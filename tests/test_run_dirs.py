@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from hapruned import storage
 from hapruned.algos import trainer
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import RunDirError, load_metrics, train
 from hapruned.cli import main
 from hapruned.env.rng import seed_states
+import processes
 from test_trainer import assert_same_state, interrupt_at, load_checkpoint, tiny_config, without_timings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,15 +178,13 @@ KILLED_WRITER = textwrap.dedent("""
 def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint_and_resume_cleans_up(tmp_path):
     config = tiny_config()
     run, ready = tmp_path / "run", tmp_path / "ready"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, json.dumps(trainer.config_dict(config)), str(run),
-                              str(ready)], cwd=REPO)
-    try:
+    with processes.started([sys.executable, "-c", KILLED_WRITER, json.dumps(trainer.config_dict(config)), str(run),
+                            str(ready)], cwd=REPO) as child:
         deadline = time.monotonic() + 120
         while not ready.exists():
             assert child.poll() is None and time.monotonic() < deadline, "the writer never reached its second checkpoint"
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
-    finally:
         child.wait()
     assert list(run.glob("checkpoint.pt.*.tmp")), "the kill left no temporary file, so it tested nothing"
     assert load_checkpoint(run)["iteration"] == 2
@@ -220,21 +221,23 @@ def test_an_interrupt_that_breaks_the_writer_stays_an_interrupt(tmp_path):
             raise RuntimeError("the writer's cleanup failed")
 
     with pytest.raises(KeyboardInterrupt):
-        trainer._replace_atomically(path, write, binary=False)
+        storage.replace_atomically(path, write, binary=False)
     assert path.read_text() == "previous" and list(tmp_path.iterdir()) == [path]
 
 
 def test_ctrl_c_exits_130_with_a_resume_hint_and_no_traceback(tmp_path):
+    """A real SIGINT to a training (its default disposition restored, should the suite run where SIGINT is
+    ignored); the run is long enough to be interrupted and ends by itself should the signal be lost."""
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "hapruned", "train", "--out", str(run), "--json", "--checkpoint-every", "1",
-            *TINY, "--iterations", "100000", "--eval-every", "1000"]
-    child = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
-        assert child.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
+            *TINY, "--iterations", "3000", "--eval-every", "1000"]
+    with processes.started(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as child:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+            assert child.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted at iteration" in err and f"--out {run} --resume" in err
@@ -273,6 +276,7 @@ TRAIN_FLAGS = {
     "--critic-input": ["own", "joint", "none"], "--seeds": ["0-2", "3-1", "1,1", "x", "0-99999"],
     "--agent-sparsity": ["0.5,0.5", "0.5", "1,1", "x,y"], "--device": ["cpu", "cuda", "tpu"],
     "--pu-prob": FLOAT_VALUES + ["0.1,0.2", "0.1,x"], "--snr-low": FLOAT_VALUES, "--snr-high": FLOAT_VALUES,
+    "--threads": INT_VALUES + ["100000", str(10**20)],
     **{flag: MEMORY_INTS for flag in ("--n-users", "--horizon", "--envs-per-iteration", "--eval-episodes",
                                       "--hidden-size", "--replay-capacity")},
     **{flag: INT_VALUES for flag in ("--n-channels", "--num-layers", "--epochs", "--minibatches", "--i-prune",
@@ -309,3 +313,83 @@ def test_fuzzed_flags_exit_0_or_2_without_traceback_and_leave_nothing_on_2(tmp_p
         assert "Traceback" not in err, (command, drawn, err)
         if command == "train" and code == 2:
             assert not out.exists(), (drawn, err)
+
+
+# ---------------------------------------------------------------------------------------------- fuzzed files
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Made once: a finished tiny run, its exported .hpz and a finished reproduce grid of one scheme and one
+    learned method."""
+    from hapruned.experiments import grid
+
+    root = tmp_path_factory.mktemp("finished")
+    tiny = grid.Budget("fast", dict(n_users=2, n_channels=2, horizon=4, hidden_size=8, iterations=2, envs_per_iteration=2,
+                                    minibatches=1, epochs=1, i_prune=1, eval_every=2, eval_episodes=2), seeds=(0,))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(grid.BUDGETS, "tiny", tiny)
+        assert main(["train", "--out", str(root / "run"), "--json", "--threads", "1", *TINY]) == 0
+        assert main(["export", str(root / "run"), "--out", str(root / "actors.hpz")]) == 0
+        assert main(["reproduce", "--budget", "tiny", "--out", str(root / "grid"), "--setups", "A",
+                     "--methods", "aloha,linear", "--jobs", "1", "--threads", "1"]) == 0
+    return root
+
+
+# each damaged file, and the command that reads it
+FUZZED_FILES = {
+    "run/summary.json": lambda root: ["bounds", str(root / "run")],
+    "run/config.json": lambda root: ["bounds", str(root / "run")],
+    "run/metrics.jsonl": lambda root: ["train", "--out", str(root / "run"), "--resume"],
+    "run/checkpoint.pt": lambda root: ["export", str(root / "run"), "--out", str(root / "out.hpz")],
+    "grid/experiment.json": lambda root: ["report", str(root / "grid")],
+    "grid/runs/A/linear/seed-0/summary.json": lambda root: ["report", str(root / "grid")],
+    "grid/runs/A/aloha/seed-0/summary.json": lambda root: ["report", str(root / "grid")],
+    "grid/runs/A/linear/seed-0/metrics.jsonl": lambda root: ["report", str(root / "grid")],
+    "grid/runs/A/linear/seed-0/config.json": lambda root: ["report", str(root / "grid")],
+    "actors.hpz": lambda root: ["deploy-bench", str(root / "actors.hpz"), "--steps", "5"],
+}
+HOSTILE_VALUES = [None, "x", "../..", -1, 0, 2**70, 1e308, float("nan"), True, [], {}, [1, "a"], {"a": 1}]
+
+
+def damaged(data: bytes, rng: random.Random) -> bytes:
+    """``data`` damaged as a crash, a failing disk or a careless hand damages a file: random bytes, a
+    truncation, flipped bits, or one value of a JSON record replaced by a hostile one."""
+    kind = rng.choice(["bytes", "truncate", "flip", "value"])
+    if kind == "bytes":
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+    if kind == "truncate":
+        return data[:rng.randrange(len(data))]
+    try:
+        lines = data.decode().splitlines()
+        number = rng.randrange(len(lines))
+        record = json.loads(lines[number])
+    except (UnicodeDecodeError, ValueError):
+        kind = "flip"  # not JSON lines (an .hpz)
+    if kind == "flip":
+        flipped = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        return bytes(flipped)
+    if isinstance(record, dict) and record:
+        record[rng.choice(sorted(record))] = rng.choice(HOSTILE_VALUES)
+    else:
+        record = rng.choice(HOSTILE_VALUES)
+    lines[number] = json.dumps(record)
+    return "\n".join(lines).encode() + b"\n"
+
+
+@pytest.mark.parametrize("trial", range(32))
+def test_fuzzed_files_exit_0_or_with_one_line_error(finished, tmp_path, capsys, trial):
+    rng = random.Random(trial)
+    target = sorted(FUZZED_FILES)[trial % len(FUZZED_FILES)]
+    top = target.split("/")[0]
+    (shutil.copytree if (finished / top).is_dir() else shutil.copy2)(finished / top, tmp_path / top)
+    (tmp_path / target).write_bytes(damaged((tmp_path / target).read_bytes(), rng))
+    argv = FUZZED_FILES[target](tmp_path)
+    try:
+        code, _, err = cli(argv, capsys)
+    except Exception as error:  # anything but a clean exit is what this test looks for
+        pytest.fail(f"hapruned {' '.join(argv)} with a damaged {target} raised {type(error).__name__}: {error}")
+    assert code in (0, 2) and "Traceback" not in err, (target, err)
+    if code:
+        one_line_error(code, err)
+        assert len(err.strip().splitlines()) == 1, err

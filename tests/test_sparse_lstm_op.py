@@ -1,7 +1,6 @@
 """The sparse LSTM step op against its reference twin and the dense masked cell, opcheck, the fallback
 without the compiled extension, and bad input."""
 
-import subprocess
 import sys
 
 import pytest
@@ -9,6 +8,8 @@ import torch
 
 import hapruned
 from hapruned import ops
+
+import processes
 
 TOLERANCE = {"atol": 2e-6, "rtol": 1e-5}
 
@@ -117,7 +118,7 @@ def test_reference_fallback_without_extension():
         "assert all(torch.allclose(a, b[0]) for a, b in zip(out, ref))\n"
         "print('fallback ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = processes.run([sys.executable, "-c", script], timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fallback ok" in result.stdout
 

@@ -1,10 +1,11 @@
 """Thread settings: the cores a process may use, and the OpenMP spin setting hapruned makes on import."""
 
 import os
-import subprocess
 import sys
 
 import pytest
+
+import processes
 
 SPIN = "import os, sys\n{first}\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
 
@@ -12,7 +13,8 @@ SPIN = "import os, sys\n{first}\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
 def test_available_cores_follow_the_affinity_mask():
     # a process pinned to one CPU (as taskset or a container's cpuset pins it) may use one core
     script = "import os, hapruned; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(hapruned.available_cores())"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = processes.run([sys.executable, "-c", script], timeout=120)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1"
 
 
@@ -23,8 +25,7 @@ def test_available_cores_follow_the_affinity_mask():
 ])
 def test_gomp_spincount_is_set_before_torch_loads(first, environment, expected):
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | environment
-    result = subprocess.run([sys.executable, "-c", SPIN.format(first=first)], capture_output=True, text=True,
-                            env=env, timeout=120)
+    result = processes.run([sys.executable, "-c", SPIN.format(first=first)], timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == expected
 
@@ -45,6 +46,6 @@ def test_set_num_threads_holds_for_torch_and_numba(torch_used_first):
         "torch.ones(1_000_000).sum()\n"
         "print(torch.get_num_threads(), numba.get_num_threads())\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = processes.run([sys.executable, "-c", script], timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]

@@ -44,7 +44,7 @@ fi
 
 # The flags torch.utils.cpp_extension passes for a CUDAExtension, plus setup.py's nvcc flags.
 flags=(
-  -std=c++20 -O3 --use_fast_math --expt-relaxed-constexpr
+  -std=c++20 -O3 --expt-relaxed-constexpr
   -gencode "arch=compute_$arch,code=sm_$arch"
   -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
   -D__CUDA_NO_HALF2_OPERATORS__ -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C
@@ -65,11 +65,11 @@ if [[ "${1:-}" == "--full" ]]; then
   (cd "$repo" && cp -r setup.py pyproject.toml csrc hapruned "$out/repo/")
   [[ -f "$repo/README.md" ]] && cp "$repo/README.md" "$out/repo/"
   echo "building the extension with HAPRUNED_CUDA=1 in $out/repo"
-  (cd "$out/repo" && HAPRUNED_CUDA=1 TORCH_CUDA_ARCH_LIST="${arch:0:1}.${arch:1}" MAX_JOBS="${MAX_JOBS:-2}" \
+  (cd "$out/repo" && HAPRUNED_CUDA=1 HAPRUNED_EMULATED_CUDA=0 TORCH_CUDA_ARCH_LIST="${arch:0:1}.${arch:1}" MAX_JOBS="${MAX_JOBS:-2}" \
     "$torch_python" setup.py -q build_ext --inplace > "$out/build.log" 2>&1) || { cat "$out/build.log"; exit 1; }
   (cd "$out/repo" && "$torch_python" - <<'EOF'
 import glob, torch
-library = glob.glob("hapruned/_C*.so")[0]
+library = glob.glob("hapruned/_C.*so")[0]  # not _C_emu
 torch.ops.load_library(library)
 ops = ["magnitude_prune_mask", "masked_lstm_cell", "masked_lstm_cell_backward", "masked_lstm_seq",
        "masked_lstm_seq_backward"]

@@ -78,7 +78,8 @@ step_build() {
       || { echo "the extension is not built (python setup.py build_ext --inplace)" >&3; return 1; }
     ((dry_run)) && { echo "dry run: the CPU extension is present; no CUDA build" >&3; return 3; }
   else
-    HAPRUNED_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" py setup.py build_ext --inplace \
+    # The emulated CUDA device (a CPU test device) is not built: the GPU runs the real kernels.
+    HAPRUNED_CUDA=1 HAPRUNED_EMULATED_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" py setup.py build_ext --inplace \
       || { echo "build failed (see build.log)" >&3; return 1; }
   fi
   py - <<'EOF' >&3

@@ -1,15 +1,13 @@
-// CPU magnitude-prune mask: per group, a selection (std::nth_element) on the magnitude's bit
-// pattern, groups in parallel. Magnitudes are compared as unsigned integers (the sign bit cleared),
-// which orders them like the floats and makes the tie rule exact; every NaN gets one key above +inf,
-// as the reference's sort ranks NaNs of any payload as equal.
+// CPU magnitude-prune mask: per group, a selection (std::nth_element) on the weights' keys
+// (csrc/prune_key.h, as the CUDA kernel), groups in parallel.
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
+#include "../prune_key.h"
 #include "parallel.h"
 
 namespace hapruned {
@@ -17,9 +15,7 @@ namespace {
 
 template <typename scalar_t>
 void prune_group(const scalar_t* w, int64_t size, int64_t n_prune, bool* keep) {
-  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
-  constexpr bits_t kMagnitude = ~(bits_t(1) << (8 * sizeof(bits_t) - 1));
-  constexpr bits_t kInf = sizeof(bits_t) == 4 ? bits_t(0x7f800000u) : bits_t(0x7ff0000000000000ull);
+  using bits_t = PruneKey<scalar_t>;
   if (n_prune == 0 || n_prune == size) {
     std::fill(keep, keep + size, n_prune == 0);
     return;
@@ -27,8 +23,7 @@ void prune_group(const scalar_t* w, int64_t size, int64_t n_prune, bool* keep) {
   auto magnitude = [&](int64_t j) {
     bits_t bits;
     std::memcpy(&bits, w + j, sizeof(bits));
-    bits &= kMagnitude;
-    return bits > kInf ? kInf + 1 : bits;
+    return prune_key(bits);
   };
   std::vector<bits_t> keys(size);
   for (int64_t j = 0; j < size; ++j) keys[j] = magnitude(j);

@@ -40,9 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
                      help="iterations between checkpoints; one is always written at the end (default: 25)")
     run.add_argument("--threads", type=int, default=None, metavar="N",
-                     help="threads of this run (default: the cores it may use, at most one per agent and seed); "
+                     help="threads of this run, at most the cores it may use (default: those cores, at most one per agent and seed); "
                      "for several runs at once give each its share, e.g. --threads 1 each on a 2-core machine")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, no progress bar")
+    run.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                     help="also write every metric of every iteration as TensorBoard scalars to DIR (default: "
+                     "OUT/tensorboard); needs pip install \"hapruned[tensorboard]\"")
     add_dataclass_arguments(parser, TrainConfig, presets=PRESETS)
     parser.set_defaults(func=functools.partial(run_train, parser=parser))
     return parser
@@ -65,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # imported here so that `hapruned --help` stays quick
     import hapruned
+    from hapruned.algos.tensorboard_sink import TensorBoardSink
     from hapruned.algos.trainer import (RunDirError, TrainingDiverged, TrainingInterrupted, check_device, train,
                                         training_memory)
     from hapruned.resources import check_memory
@@ -75,15 +79,19 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_memory(training_memory(config))
         check_integer(args.checkpoint_every, "--checkpoint-every", 1)
         if args.threads is not None:
-            check_integer(args.threads, "--threads", 1)
+            hapruned.check_threads(args.threads, "--threads")
+        log_dir = args.tensorboard or Path(args.out) / "tensorboard"
+        sink = None if args.tensorboard is None else TensorBoardSink(log_dir, config)
     except ValueError as err:
         parser.error(flag_names(str(err), TrainConfig, DSAConfig))
+    except ImportError as err:
+        parser.error(f"--tensorboard: {err}")
     # the ops' parallel work: one group per agent of each seed (DQN: one per seed)
     groups = len(config.seed_list) * (1 if config.algo == "dqn" else config.n_users)
     hapruned.set_num_threads(args.threads or min(hapruned.available_cores(), groups))
     try:
         summary = train(config, args.out, resume=args.resume, progress=not args.json,
-                        checkpoint_every=args.checkpoint_every)
+                        checkpoint_every=args.checkpoint_every, on_record=sink)
     except RunDirError as err:
         parser.error(str(err))
     except TrainingDiverged as err:
@@ -95,6 +103,9 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except OSError as err:  # e.g. the disk filled up or the directory became read-only mid-run
         print(f"hapruned train: error: {err.strerror or err}: {err.filename or args.out}", file=sys.stderr)
         return 1
+    finally:
+        if sink is not None:
+            sink.close()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

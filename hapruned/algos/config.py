@@ -15,10 +15,11 @@ from typing import Optional
 
 from hapruned.env import DSAConfig
 from hapruned.env.config import SETUPS, PuProb
+from hapruned.env.encoding import observation_size
 from hapruned.pruning import MODES as PRUNE_MODES
 from hapruned.pruning import SCHEDULES as METHODS
 from hapruned.env.rng import MAX_SEED
-from hapruned.validation import check_choice, check_integer, check_number, is_integer, is_number
+from hapruned.validation import check_choice, check_integer, check_number, did_you_mean, is_integer, is_number
 
 ALGOS = ("ppo", "ac", "dqn", "pai")
 CRITIC_INPUTS = ("own", "joint")
@@ -201,6 +202,26 @@ class TrainConfig:
         env = self.env_config  # DSAConfig checks the environment's fields (its messages name them)
         if self.pu_prob is not None:
             object.__setattr__(self, "pu_prob", env.pu_prob)
+        if self.method != "dense":
+            self._check_targets()
+
+    def _check_targets(self) -> None:
+        """Each agent's target sparsity can be reached from ``p0`` and leaves it at least one weight: the
+        pruner prunes ``round(p * M)`` of the ``M`` weights it ranks together (all of an agent's matrices,
+        or each matrix with ``per_matrix``), so a target with ``round(p * M) == M`` would prune them all."""
+        name = "agent_sparsity" if self.agent_sparsity is not None else "sparsity"
+        lowest = min(self.agent_targets)
+        if self.p0 > lowest:
+            raise ValueError(f"TrainConfig.p0 must be at most the target sparsity (TrainConfig.{name} "
+                             f"{'min ' if name == 'agent_sparsity' else ''}{lowest}), got {self.p0!r}")
+        sizes = self.actor_matrix_sizes
+        ranked, what = ((min(sizes), "the weights of its smallest matrix") if self.per_matrix
+                        else (sum(sizes), "its weights"))
+        highest = max(self.agent_targets)
+        if round(highest * ranked) >= ranked:
+            raise ValueError(f"TrainConfig.{name} must leave each agent at least one of {what} (M = {ranked:,}; "
+                             f"round(p * M) of them are pruned): at most (M - 1) / M = {(ranked - 1) / ranked!r}, "
+                             f"got {highest!r}")
 
     # derived values, computed in one place
     @property
@@ -217,6 +238,14 @@ class TrainConfig:
                                observe_snr=self.observe_snr, **given)
 
     @property
+    def actor_matrix_sizes(self) -> tuple[int, ...]:
+        """Entries of each weight matrix of one agent's actor, the matrices the pruner ranks: per LSTM
+        layer the input and recurrent weights (4 gates x hidden_size rows), then the policy head."""
+        H, F, A = self.hidden_size, observation_size(self.n_channels, self.observe_snr), self.n_channels + 1
+        inputs = [F] + [H] * (self.num_layers - 1)
+        return tuple(size for k in range(self.num_layers) for size in (4 * H * inputs[k], 4 * H * H)) + (A * H,)
+
+    @property
     def schedule_period(self) -> float:
         """The harmonic oscillation period: ``period``, or ``iterations / 5`` so that any run length
         sees the five cycles of the paper's Fig. 1 and ends on a zero of the sine."""
@@ -228,6 +257,15 @@ class TrainConfig:
         if self.method == "dense":
             return (0.0,) * self.n_users
         return self.agent_sparsity if self.agent_sparsity is not None else (self.sparsity,) * self.n_users
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config of ``values`` (field -> value, e.g. a run's ``config.json``); ValueError naming a key
+        that is no field, with the closest field."""
+        for key in values:
+            if key not in _DEFAULTS:
+                raise ValueError(f"unknown field {key!r}{did_you_mean(key, _DEFAULTS)}")
+        return cls(**values)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -166,10 +166,11 @@ class Learner:
         return {
             "reward_normalizer": self.reward_normalizer.state_dict(),
             "generator": self.generator.get_state(),
-            "env_states": self.env.rng_states,
+            "env_states": torch.from_numpy(self.env.rng_states),  # a tensor: checkpoints hold no NumPy objects
         }
 
     def _load_common_state(self, state: dict) -> None:
         self.reward_normalizer.load_state_dict(state["reward_normalizer"])
         self.generator.set_state(state["generator"])
-        self.env.rng_states = np.array(state["env_states"], dtype=np.uint64)
+        states = state["env_states"]  # a uint64 tensor, or the NumPy array of checkpoints written before
+        self.env.rng_states = states.numpy().copy() if isinstance(states, torch.Tensor) else np.array(states, dtype=np.uint64)

@@ -7,8 +7,9 @@ A run directory holds
   ``episode_reward``, ``sparsity`` per agent and, for the actor-critics, ``entropy``,
   ``explained_variance`` (PPO and PaI: ``approx_kl``, ``clip_fraction``), for DQN ``loss``, ``q_mean``,
   ``epsilon``; plus ``iteration``, ``iteration_time_s``, ``wall_time_s``, ``agent_steps_per_s`` and, on evaluation iterations, ``eval_reward`` and ``eval_reward_per_seed``);
-- ``checkpoint.pt``: the algorithm's complete state, the iteration and the trainer's counters,
-  replaced atomically (written to a temporary file in the same directory, then renamed);
+- ``checkpoint.pt``: the algorithm's complete state, the iteration and the trainer's counters, as
+  tensors and plain values with their SHA-256 digest, replaced atomically (written to a temporary file
+  in the same directory, then renamed), read with ``weights_only`` and checked against the digest;
 - ``summary.json``: the final evaluation reward (per seed and mean) and the per-agent sparsity.
 
 Evaluation always replays the same held-out episodes (:func:`eval_seed`), so eval rewards are
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import pickle
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ from hapruned.algos.dqn import RecurrentDQN
 from hapruned.algos.ppo import IAGCPPO
 from hapruned.env import DSAConfig, observation_size
 from hapruned.resources import check_memory
+from hapruned.storage import LOCK_FILE, DirectoryLock, DirectoryLocked, replace_atomically, write_atomic
 from hapruned.validation import check_integer
 
 CONFIG_FILE = "config.json"
@@ -84,6 +88,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     checkpoint_every: int = 25,
+    on_record=None,
 ) -> dict:
     """Train ``config`` into ``out_dir`` and return the summary (also written to ``summary.json``).
 
@@ -91,6 +96,11 @@ def train(
     from its last checkpoint (or starts when the directory holds none) and the config must equal the
     one the run started with; otherwise :class:`RunDirError`. ``checkpoint_every``: iterations
     between checkpoints (one is always written at the end). ``progress``: show a tqdm bar on stderr.
+    ``on_record``: called with each iteration's record once it is in ``metrics.jsonl`` (e.g. a
+    :class:`~hapruned.algos.tensorboard_sink.TensorBoardSink`).
+
+    The run holds the directory's lock (``hapruned.storage.DirectoryLock``) until it returns: a second
+    writer is refused with :class:`RunDirError` naming the first.
 
     Raises :class:`TrainingDiverged` when a loss turns NaN/inf; ``checkpoint.pt`` then still holds
     the last good state.
@@ -102,12 +112,38 @@ def train(
     check_device(config.device)
     check_memory(training_memory(config))
     out = Path(out_dir)
+    if not out.is_dir():
+        _check_new_run_dir(out, resume)
+    algo = LEARNERS[config.algo](config)
+    with lock_run_dir(out):
+        return _run(algo, out, resume, progress, checkpoint_every, on_record)
+
+
+def lock_run_dir(out, what: str = "run directory") -> DirectoryLock:
+    """The exclusive lock of the directory ``out`` (created if missing), one writer at a time; RunDirError
+    naming the process that holds it, or saying why it cannot be taken. ``what``: the directory's name in
+    messages."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create the {what} {str(out)!r}: {err.strerror or err}") from None
+    try:
+        return DirectoryLock(out)
+    except DirectoryLocked as err:
+        raise RunDirError(f"the {what} {err}") from None
+    except OSError as err:
+        raise RunDirError(f"cannot write into the {what} {str(out)!r} (to lock it): {err.strerror or err}") from None
+
+
+def _run(algo, out: Path, resume: bool, progress: bool, checkpoint_every: int, on_record) -> dict:
+    """``train`` once it holds the run directory."""
+    config = algo.config
     resolved = config_dict(config)
     resuming = resume and (out / CONFIG_FILE).exists()
     if not resuming:
-        _check_new_run_dir(out, resume)
+        _check_new_run_dir(out, resume)  # again, now that no other process can write into it
 
-    algo = LEARNERS[config.algo](config)
     trainer_state = {"wall_time_s": 0.0, "agent_steps": 0, "last_eval": None}
     start = 0
     checkpoint = out / CHECKPOINT_FILE
@@ -115,20 +151,16 @@ def train(
         check_same_config(read_config_file(out), resolved, out)
         _remove_interrupted_writes(out)
         if checkpoint.exists():
-            saved = _load_checkpoint(checkpoint, resolved, config.iterations)
+            saved = read_run_checkpoint(out, resolved, RESUME_HINT)
             try:
                 algo.load_state_dict(saved["algo"])
+                torch.set_rng_state(saved["torch_rng"])
             except (KeyError, RuntimeError, ValueError, TypeError) as err:
                 raise RunDirError(_damaged(checkpoint, f"its state does not fit this run's networks ({_first_line(err)})")) from None
-            torch.set_rng_state(saved["torch_rng"])
             trainer_state = saved["trainer"]
             start = saved["iteration"]
         _truncate_metrics(out / METRICS_FILE, start)
     else:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunDirError(f"cannot create the run directory {str(out)!r}: {err.strerror or err}") from None
         write_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
         write_atomic(out / METRICS_FILE, "")
 
@@ -165,6 +197,8 @@ def train(
             record["wall_time_s"] = trainer_state["wall_time_s"]
             metrics_file.write(json.dumps(record, default=_to_json) + "\n")
             metrics_file.flush()
+            if on_record is not None:
+                on_record(record)
 
             if iteration % checkpoint_every == 0 or iteration == config.iterations:
                 _save_checkpoint(checkpoint, {
@@ -241,7 +275,7 @@ def load_config(out_dir) -> TrainConfig:
     path = Path(out_dir) / CONFIG_FILE
     values = read_config_file(Path(out_dir))
     try:
-        return TrainConfig(**values)
+        return TrainConfig.from_dict(values)
     except (TypeError, ValueError) as err:
         raise RunDirError(f"{str(path)!r} does not hold a valid training config ({_first_line(err)}); "
                           f"it is damaged: start a new --out") from None
@@ -254,7 +288,9 @@ def load_metrics(out_dir) -> list[dict]:
 
 
 def _read_metrics(path: Path) -> list[dict]:
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    # bytes that are not UTF-8 (hapruned writes ASCII) become U+FFFD, which no JSON record holds
+    text = path.read_bytes().decode("utf-8", errors="replace") if path.exists() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
     records = []
     for number, line in enumerate(lines, 1):
         try:
@@ -263,6 +299,9 @@ def _read_metrics(path: Path) -> list[dict]:
             if number == len(lines):
                 break
             raise RunDirError(f"{str(path)!r} is damaged at line {number} (not JSON); start a new --out") from None
+        if not (isinstance(record, dict) and type(record.get("iteration")) is int):
+            raise RunDirError(f"{str(path)!r} is damaged at line {number} (not a record with an integer "
+                              f"iteration); start a new --out")
         records.append(record)
     return records
 
@@ -283,7 +322,7 @@ def _check_new_run_dir(out: Path, resume: bool) -> None:
     """A new run needs ``out`` to be an empty directory or a path that can become one."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"the run directory {str(out)!r} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(not path.name.startswith(LOCK_FILE) for path in out.iterdir()):
         hint = (f"it holds no {CONFIG_FILE}, so it is not a run directory" if resume
                 else "pass resume=True (--resume) to continue that run")
         raise RunDirError(f"the run directory {str(out)!r} is not empty; {hint}, or choose a new --out")
@@ -308,30 +347,95 @@ def read_config_file(out: Path) -> dict:
     return values
 
 
+# What checkpoints written before the digest existed hold besides tensors and plain values: the environments'
+# random streams as a uint64 NumPy array. Exactly the globals that unpickling such an array needs, under
+# both names of NumPy's module (numpy.core before NumPy 2, numpy._core since), and nothing else.
+_reconstruct = np.zeros(0).__reduce__()[0]  # what an array pickles as, whichever module holds it
+_OLD_CHECKPOINT_GLOBALS = [
+    *((_reconstruct, f"{module}.multiarray._reconstruct") for module in ("numpy.core", "numpy._core")),
+    np.ndarray, np.dtype, type(np.dtype(np.uint64)),
+]
+CHECKPOINT_KEYS = ("iteration", "algo", "torch_rng", "trainer", "config")
+
+
 def read_checkpoint(path: Path, hint: str = "") -> dict:
-    """A run's ``checkpoint.pt``; RunDirError naming the file (then ``hint``) if it is damaged."""
+    """A ``checkpoint.pt``, loaded without running anything it holds (``weights_only``) and checked
+    against its digest; RunDirError naming the file (then ``hint``) if it is damaged or not a checkpoint.
+    Checkpoints written before the digest existed have none and load unchecked."""
     try:
-        # our own file, written by _save_checkpoint: it holds numpy RNG states, hence weights_only=False
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        # torch warns about what it refuses (a pickle protocol, say): the error below says it in one line
+        with torch.serialization.safe_globals(_OLD_CHECKPOINT_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused what it read (garbage, or an object): nothing of it ran
+        raise RunDirError(f"{str(path)!r} is damaged or not a hapruned checkpoint: it holds something other than "
+                          f"tensors and plain values, refused without running it{hint}") from None
     except Exception as err:  # torch.load raises many kinds on a truncated or foreign file
         raise RunDirError(f"{str(path)!r} is damaged ({type(err).__name__}: {_first_line(err)}){hint}") from None
-    keys = {"iteration", "algo", "torch_rng", "trainer", "config"}
-    if not isinstance(saved, dict) or not keys <= saved.keys():
+    if not isinstance(saved, dict) or not set(CHECKPOINT_KEYS) <= saved.keys():
         raise RunDirError(f"{str(path)!r} is not a hapruned checkpoint{hint}")
+    if "digest" in saved:
+        try:
+            digest = checkpoint_digest(saved)
+        except TypeError as err:
+            raise RunDirError(f"{str(path)!r} is not a hapruned checkpoint ({err}){hint}") from None
+        if digest != saved["digest"]:
+            raise RunDirError(f"{str(path)!r} is damaged: its contents do not match its checksum{hint}")
     return saved
 
 
-def _load_checkpoint(path: Path, config: dict, iterations: int) -> dict:
-    """Read ``checkpoint.pt`` and check that it belongs to the run of ``config``."""
-    saved = read_checkpoint(path, RESUME_HINT)
-    saved_config = with_later_fields(saved["config"])
+def read_run_checkpoint(out, config: dict, hint: str = "") -> dict:
+    """The ``checkpoint.pt`` of the run directory ``out`` (see :func:`read_checkpoint`), checked to belong to
+    the run of ``config`` (the resolved config of its ``config.json``, seeds included); RunDirError naming
+    the file (then ``hint``) otherwise. Resume and export both read checkpoints through it."""
+    path = Path(out) / CHECKPOINT_FILE
+    saved = read_checkpoint(path, hint)
+    saved_config = with_later_fields(saved["config"]) if isinstance(saved["config"], dict) else {}
     if saved_config != config:
         differing = sorted(k for k in saved_config.keys() | config.keys() if saved_config.get(k) != config.get(k))
-        raise RunDirError(_damaged(path, f"it was written by another run (its config differs from {CONFIG_FILE} "
-                                         f"in {', '.join(differing)})"))
-    if not (isinstance(saved["iteration"], int) and 0 <= saved["iteration"] <= iterations):
-        raise RunDirError(_damaged(path, f"its iteration {saved['iteration']!r} is outside 0..{iterations}"))
+        raise RunDirError(f"{str(path)!r} was written by another run (its config differs from {CONFIG_FILE} "
+                          f"in {', '.join(differing)}){hint}")
+    iteration, trainer_state = saved["iteration"], saved["trainer"]
+    if not (type(iteration) is int and 0 <= iteration <= config["iterations"]):
+        raise RunDirError(f"{str(path)!r} is damaged: its iteration {iteration!r} is outside "
+                          f"0..{config['iterations']}{hint}")
+    if not (isinstance(trainer_state, dict) and {"wall_time_s", "agent_steps", "last_eval"} <= trainer_state.keys()):
+        raise RunDirError(f"{str(path)!r} is not a hapruned checkpoint: it lacks the trainer's counters{hint}")
     return saved
+
+
+def checkpoint_digest(payload: dict) -> str:
+    """SHA-256 (hex) of a checkpoint's contents but its ``digest``: every tensor's dtype, shape and bytes and
+    every plain value, in a canonical order (dict keys sorted). TypeError for anything that is neither a
+    tensor nor a plain value (dict, list, tuple, str, int, float, bool, None)."""
+    sha = hashlib.sha256()
+
+    def feed(tag: str, data=b"") -> None:  # data: bytes or a uint8 array
+        sha.update(f"{tag}:{len(data)}:".encode())
+        sha.update(data)
+
+    def visit(value) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            feed(f"tensor {tensor.dtype} {tuple(tensor.shape)}", tensor.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            keys = sorted((key for key in value if value is not payload or key != "digest"),
+                          key=lambda key: (type(key).__name__, repr(key)))
+            feed(f"dict {len(keys)}")
+            for key in keys:
+                visit(key)
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            feed(f"{type(value).__name__} {len(value)}")
+            for item in value:
+                visit(item)
+        elif value is None or type(value) in (str, int, float, bool):
+            feed(type(value).__name__, repr(value).encode())
+        else:
+            raise TypeError(f"a checkpoint holds only tensors and plain values, not {type(value).__name__}")
+
+    visit(payload)
+    return sha.hexdigest()
 
 
 def _remove_interrupted_writes(out: Path) -> None:
@@ -380,8 +484,8 @@ def check_same_config(saved: dict, current: dict, out: Path) -> None:
 def _truncate_metrics(path: Path, iteration: int) -> None:
     """Drop the records written after the checkpoint (and a partial last line), so the resumed run
     rewrites them."""
-    kept = [record for record in _read_metrics(path) if record.get("iteration", 0) <= iteration]
-    if [record.get("iteration") for record in kept] != list(range(1, iteration + 1)):
+    kept = [record for record in _read_metrics(path) if record["iteration"] <= iteration]
+    if [record["iteration"] for record in kept] != list(range(1, iteration + 1)):
         raise RunDirError(f"{str(path)!r} lacks records of iterations before the checkpoint's ({iteration}); "
                           f"it is damaged: start a new --out")
     write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
@@ -393,49 +497,9 @@ def _last_record(path: Path) -> dict | None:
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    _replace_atomically(path, lambda f: torch.save(payload, f), binary=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    _replace_atomically(path, lambda f: f.write(text), binary=False)
-
-
-def _replace_atomically(path: Path, write, binary: bool) -> None:
-    """write(file) into a temporary file in the same directory, then rename it over ``path``: a crash
-    mid-write leaves the previous file whole and no stray file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would under the umask
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err.__context__, KeyboardInterrupt) and not isinstance(err, KeyboardInterrupt):
-            # Ctrl-C inside the writer can make the writer's own cleanup fail (torch.save's zip writer
-            # then raises RuntimeError): what happened is the interrupt
-            raise err.__context__
-        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
-        raise
-
-
-def _umask() -> int:
-    """The process's umask, read where Linux shows it (os.umask can only swap it, racing other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+    """Write ``payload`` (tensors and plain values) with its digest, atomically."""
+    payload = {**payload, "digest": checkpoint_digest(payload)}
+    replace_atomically(path, lambda f: torch.save(payload, f))
 
 
 def _to_json(value):

@@ -8,7 +8,7 @@ import torch
 
 from hapruned.deploy.hpz import ActorWeights, ExportedActor, read_hpz
 from hapruned.nn import sample_actions
-from hapruned.ops.library import check_sparse_layer, sparse_lstm_step_op
+from hapruned.ops.library import sparse_lstm_step_op
 
 
 def _torch_index(col_idx: np.ndarray) -> torch.Tensor:
@@ -30,12 +30,10 @@ class SparseActor(ExportedActor):
 
     def __init__(self, weights: ActorWeights, metadata: dict):
         super().__init__(weights, metadata)
-        self._layers = []
-        for k, matrix in enumerate(weights.layers):
-            layer = (torch.from_numpy(matrix.row_ptr.astype(np.int32)), _torch_index(matrix.col_idx),
-                     torch.from_numpy(matrix.values.copy()), torch.from_numpy(matrix.bias.astype(np.float32)))
-            check_sparse_layer(*layer, self.input_size if k == 0 else self.hidden_size, self.hidden_size)
-            self._layers.append(layer)
+        # the layers as the op takes them (read_hpz checked them: SparseMatrix.check)
+        self._layers = [(torch.from_numpy(matrix.row_ptr.astype(np.int32)), _torch_index(matrix.col_idx),
+                         torch.from_numpy(matrix.values.copy()), torch.from_numpy(matrix.bias.astype(np.float32)))
+                        for matrix in weights.layers]
         # H x (K + 1), dense: too small to pay for sparsity
         self._head_weight_t = torch.from_numpy(np.ascontiguousarray(weights.head.to_dense().T))
         self._head_bias = torch.from_numpy(weights.head.bias.astype(np.float32))

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from hapruned import check_threads
 from hapruned.validation import check_integer
 
 
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2000, metavar="N",
                         help="timed steps per path, >= 5 (default: 2000)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch threads, >= 1 (default: 1, as on a small device)")
+                        help="torch threads, from 1 to the cores this process may use (default: 1, as on a small device)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=functools.partial(run_bench, parser=parser))
     return parser
@@ -47,6 +48,16 @@ def step_latency(step, steps: int, blocks: int = 5) -> float:
     return best
 
 
+def bench_memory(architecture: dict, n_actors: int) -> dict[str, tuple[float, str]]:
+    """Rough bytes of the dense float32 copies the benchmark builds (see ``hapruned.resources.check_memory``):
+    every actor of the file and its ``torch.save`` for the size comparison, and the timed actor."""
+    F, H, L, A = (architecture[key] for key in ("input_size", "hidden_size", "num_layers", "n_actions"))
+    weights = 4 * H * (F + H + 2) + (L - 1) * 4 * H * (2 * H + 2) + A * (H + 1)  # nn.LSTM (two biases) + head
+    grows = "the file's number of actors and their hidden_size (export fewer with hapruned export --agents)"
+    return {"the dense copies of the file's actors and their torch.save": (2 * 4 * weights * n_actors, grows),
+            "the timed actor, dense": (2 * 4 * weights, "the file's hidden_size and num_layers")}
+
+
 def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import numpy as np
     import torch
@@ -55,16 +66,20 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hapruned.deploy.actor import SparseActor, dense_torch_actor
     from hapruned.deploy.hpz import HpzError, read_hpz
     from hapruned.deploy.numpy_actor import NumpyActor
+    from hapruned.resources import MemoryEstimateError, check_memory
 
     try:
         check_integer(args.steps, "--steps", 5)
-        check_integer(args.threads, "--threads", 1)
+        check_threads(args.threads, "--threads")
     except ValueError as err:
         parser.error(str(err))
     try:
         metadata, actors = read_hpz(args.file)
-    except (HpzError, OSError) as error:
+        check_memory(bench_memory(metadata["architecture"], len(actors)))
+    except (HpzError, MemoryEstimateError) as error:
         parser.error(f"FILE: {error}")
+    except OSError as error:
+        parser.error(f"FILE: {error.strerror or error}: {args.file}")
     agents = [a.agent for a in actors]
     if args.agent is not None and args.agent not in agents:
         parser.error(f"--agent must be one of the file's agents {agents}, got {args.agent}")

@@ -10,7 +10,9 @@ in the weights. The actors of the actor-critic learners (``algo`` ppo, ac, pai) 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +20,9 @@ import hapruned
 from hapruned.deploy import FORMATS
 from hapruned.deploy.hpz import DTYPES, ActorWeights, SparseMatrix, write_hpz
 from hapruned.env.encoding import FEEDBACK_CODES, observation_size
+
+if TYPE_CHECKING:
+    from hapruned.algos.config import TrainConfig
 
 
 # The learners whose checkpoints hold a GroupedActor per seed.
@@ -33,10 +38,12 @@ class ExportError(ValueError):
         self.argument = argument
 
 
-def read_run(run_dir) -> tuple[dict, dict]:
-    """(config, checkpoint) of a run directory; ExportError when it is not an actor-critic run or a file
-    of it is damaged."""
-    from hapruned.algos.trainer import CHECKPOINT_FILE, CONFIG_FILE, RunDirError, read_checkpoint, read_config_file
+def read_run(run_dir) -> tuple[TrainConfig, dict]:
+    """(config, checkpoint) of a run directory, the checkpoint checked against the run's ``config.json``
+    (config and seeds) as a resume checks it; ExportError when it is not an actor-critic run, a file of it
+    is damaged or the checkpoint belongs to another run."""
+    from hapruned.algos.trainer import (CHECKPOINT_FILE, CONFIG_FILE, RunDirError, config_dict, load_config,
+                                        read_config_file, read_run_checkpoint)
 
     run = Path(run_dir)
     for name in (CONFIG_FILE, CHECKPOINT_FILE):
@@ -44,12 +51,12 @@ def read_run(run_dir) -> tuple[dict, dict]:
             raise ExportError(f"{str(run)!r} is not a finished or checkpointed run directory: it has no {name}",
                               "run_dir")
     try:
-        config = read_config_file(run)
-        algo = config.get("algo", "ppo")
+        algo = read_config_file(run).get("algo", "ppo")
         if algo not in ACTOR_ALGOS:
             raise ExportError(f"export reads the actors of actor-critic runs (algo {', '.join(ACTOR_ALGOS)}); the run "
                               f"in {str(run)!r} has algo={algo!r}")
-        return config, read_checkpoint(run / CHECKPOINT_FILE)
+        config = load_config(run)
+        return config, read_run_checkpoint(run, config_dict(config))
     except RunDirError as err:
         raise ExportError(str(err), "run_dir") from None
 
@@ -57,14 +64,7 @@ def read_run(run_dir) -> tuple[dict, dict]:
 def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, list[ActorWeights]]:
     """The metadata and float32 sparse weights of the actors of ``agents`` (None: all) of training seed
     ``seed`` (None: the run's first) of a run directory."""
-    from hapruned.algos.config import TrainConfig
-
-    config, checkpoint = read_run(run_dir)
-    try:
-        train_config = TrainConfig(**config)
-    except TypeError as error:
-        raise ExportError(f"the config.json of {str(run_dir)!r} is not one this hapruned understands: "
-                          f"{error}") from None
+    train_config, checkpoint = read_run(run_dir)
     seeds, n_agents = list(train_config.seed_list), train_config.n_users
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
@@ -74,14 +74,14 @@ def run_actors(run_dir, seed: int | None = None, agents=None) -> tuple[dict, lis
     if bad or not agents or len(set(agents)) != len(agents):
         raise ExportError(f"agents must be distinct indices in 0..{n_agents - 1} (the run has N = {n_agents}), "
                           f"got {agents}", "agents")
-    state = checkpoint.get("algo", {}).get("actor")
+    state = checkpoint["algo"].get("actor") if isinstance(checkpoint["algo"], dict) else None
     first = seeds.index(seed) * n_agents
     try:
         share = n_agents if train_config.algo == "pai" else 1
         actors = actor_weights(state, {agent: first + agent for agent in agents}, train_config.num_layers, share)
     except KeyError as error:
         raise ExportError(f"the checkpoint of {str(run_dir)!r} holds no actor: {error.args[0]}") from None
-    return actor_metadata(train_config, seed, checkpoint.get("iteration")), actors
+    return actor_metadata(train_config, seed, checkpoint["iteration"]), actors
 
 
 def actor_weights(state: dict | None, groups: dict[int, int], num_layers: int, share: int = 1) -> list[ActorWeights]:
@@ -136,28 +136,57 @@ def actor_metadata(config, seed: int, iteration: int | None) -> dict:
     }
 
 
+def check_out(out, run_dir=None) -> Path:
+    """The file an export may write, given as ``out``: a path (symbolic links followed) whose directory
+    exists, not a directory itself, and not inside the run directory ``run_dir`` (an export never writes
+    over a run's files); ExportError otherwise."""
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise ExportError(f"out must be the path of the file to write, got {out!r}", "out")
+    target = Path(os.path.realpath(out))
+    if run_dir is not None:
+        run = Path(os.path.realpath(run_dir))
+        if run == target or run in target.parents:
+            raise ExportError(f"{str(out)!r} is inside the run directory {str(run_dir)!r}; an export never writes "
+                              f"into a run: choose a path outside it", "out")
+    if target.is_dir():
+        raise ExportError(f"{str(out)!r} is a directory; give the path of the file to write", "out")
+    if not target.parent.is_dir():
+        raise ExportError(f"cannot write {str(out)!r}: the directory {str(target.parent)!r} does not exist", "out")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {str(out)!r}: the directory {str(target.parent)!r} is not writable", "out")
+    return target
+
+
 def export_actors(run_dir, out, dtype: str = "float32", agents=None, seed: int | None = None,
                   format: str = "hpz") -> int:
     """Export the actors of ``agents`` (None: all) of training seed ``seed`` (None: the first) of the run in
     ``run_dir`` to ``out`` as ``format`` (hpz or onnx); returns the file's size in bytes. ``dtype``: the
-    stored values of an hpz file (float32 or float16); ONNX graphs are float32."""
-    return write_actors(out, *run_actors(run_dir, seed, agents), dtype=dtype, format=format)
+    stored values of an hpz file (float32 or float16); ONNX graphs are float32. Everything is checked
+    before anything is written, and ``out`` is replaced atomically: on any failure a previous file there
+    is left as it was."""
+    return write_actors(out, *run_actors(run_dir, seed, agents), dtype=dtype, format=format, run_dir=run_dir)
 
 
-def write_actors(out, metadata: dict, actors: list[ActorWeights], dtype: str = "float32", format: str = "hpz") -> int:
-    """Write ``run_actors``' result to ``out`` as ``format`` with ``dtype`` (see ``export_actors``); returns
-    the file's size in bytes."""
+def write_actors(out, metadata: dict, actors: list[ActorWeights], dtype: str = "float32", format: str = "hpz",
+                 run_dir=None) -> int:
+    """Write ``run_actors``' result to ``out`` (atomically) as ``format`` with ``dtype`` (see
+    ``export_actors``); returns the file's size in bytes. ``run_dir``: the run they come from, whose
+    directory ``out`` must not be in."""
     if format not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}", "format")
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", "dtype")
-    if format == "onnx":
-        if dtype != "float32":
-            raise ExportError("dtype float16 is for hpz files; ONNX graphs are float32 (ONNX Runtime's CPU LSTM "
-                              "computes in float32)", "dtype")
-        from hapruned.deploy.onnx_graph import write_onnx
+    if format == "onnx" and dtype != "float32":
+        raise ExportError("dtype float16 is for hpz files; ONNX graphs are float32 (ONNX Runtime's CPU LSTM "
+                          "computes in float32)", "dtype")
+    target = check_out(out, run_dir)
+    try:
+        if format == "onnx":
+            from hapruned.deploy.onnx_graph import write_onnx
 
-        return write_onnx(out, metadata, actors)
-    metadata = {**metadata, "dtype": dtype}
-    return write_hpz(out, metadata, [ActorWeights(a.agent, [m.astype(dtype) for m in a.layers], a.head.astype(dtype))
-                                     for a in actors])
+            return write_onnx(target, metadata, actors)
+        metadata = {**metadata, "dtype": dtype}
+        return write_hpz(target, metadata, [ActorWeights(a.agent, [m.astype(dtype) for m in a.layers],
+                                                         a.head.astype(dtype)) for a in actors])
+    except OSError as err:  # nothing was written: a previous file at out is as it was
+        raise ExportError(f"cannot write {str(out)!r}: {err.strerror or err}", "out") from None

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(dense weights, opset 17, for ONNX Runtime).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by hapruned train")
-    parser.add_argument("--out", required=True, metavar="FILE", help="the file to write (replaced if it exists)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="the file to write, outside the run directory (replaced atomically if it exists)")
     parser.add_argument("--format", choices=FORMATS, default="hpz", help="hpz (sparse) or onnx (dense) (default: hpz)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="stored weights of an hpz file; float16 is computed in float32 (default: float32)")
@@ -55,14 +56,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hapruned.deploy.export import ExportError, run_actors, write_actors
 
-    flags = {"run_dir": "RUN_DIR", "seed": "--seed", "agents": "--agents", "dtype": "--dtype", "format": "--format"}
+    flags = {"run_dir": "RUN_DIR", "out": "--out", "seed": "--seed", "agents": "--agents", "dtype": "--dtype",
+             "format": "--format"}
     if args.verify and args.format != "hpz":
         parser.error("--verify checks .hpz files; it does not go with --format onnx")
     if args.greedy is not None and not args.verify:
         parser.error("--greedy/--no-greedy chooses the actions of --verify's replay; give --verify too")
     try:
         metadata, actors = run_actors(args.run_dir, args.seed, args.agents)
-        size = write_actors(args.out, metadata, actors, dtype=args.dtype, format=args.format)
+        size = write_actors(args.out, metadata, actors, dtype=args.dtype, format=args.format, run_dir=args.run_dir)
     except ExportError as error:
         parser.error(f"{flags[error.argument]}: {error}" if error.argument else str(error))
     except ImportError as error:

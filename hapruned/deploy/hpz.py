@@ -21,6 +21,7 @@ in float32 or float16. The arrays of agent ``a`` (its index in the run) are name
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hapruned.env.encoding import observation_size
+from hapruned.resources import available_memory
+from hapruned.storage import replace_atomically
 from hapruned.validation import check_integer
 
 MAGIC = b"\x89HPZ\r\n\x1a\n"
@@ -35,8 +39,10 @@ FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
 _PREFIX = struct.Struct("<8sIIQ")  # magic, version, header length, payload length
 _CHECKSUM = struct.Struct("<I")
-_ARRAY_DTYPES = {"<u1", "|u1", "<u2", "<u4", "<f2", "<f4"}
+_INDEX_DTYPES = {"<u1", "|u1", "<u2", "<u4"}
+_VALUE_DTYPES = {"<f2", "<f4"}
 _PARTS = ("row_ptr", "col_idx", "values", "bias")
+_PART_DTYPES = {"row_ptr": _INDEX_DTYPES, "col_idx": _INDEX_DTYPES, "values": _VALUE_DTYPES, "bias": _VALUE_DTYPES}
 
 
 class HpzError(ValueError):
@@ -85,6 +91,27 @@ class SparseMatrix:
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, part).nbytes for part in _PARTS)
+
+    def check(self, rows: int, cols: int) -> None:
+        """ValueError unless this is a (rows, cols) CSR matrix whose arrays agree, as the sparse op needs:
+        unsigned indices, float16/32 values, ``row_ptr`` (rows + 1) non-decreasing from 0 to nnz,
+        ``col_idx`` (nnz) below ``cols``, ``values`` (nnz), ``bias`` (rows). The check of every loaded file."""
+        if self.shape != (rows, cols):
+            raise ValueError(f"its shape is {self.shape}, expected ({rows}, {cols})")
+        for part, dtypes in _PART_DTYPES.items():
+            array = getattr(self, part)
+            if array.ndim != 1 or array.dtype.str not in dtypes:
+                raise ValueError(f"{part} must be 1-D of {' or '.join(sorted(dtypes))}, got {array.dtype.str} "
+                                 f"{array.shape}")
+        nnz = self.col_idx.size
+        if self.row_ptr.size != rows + 1 or self.bias.size != rows or self.values.size != nnz:
+            raise ValueError(f"row_ptr, bias and values must have rows + 1 = {rows + 1}, rows = {rows} and nnz = "
+                             f"{nnz} entries, got {self.row_ptr.size}, {self.bias.size} and {self.values.size}")
+        row_ptr = self.row_ptr.astype(np.int64)
+        if row_ptr[0] != 0 or row_ptr[-1] != nnz or (np.diff(row_ptr) < 0).any():
+            raise ValueError(f"row_ptr must be non-decreasing from 0 to nnz = {nnz}, got {row_ptr[0]} .. {row_ptr[-1]}")
+        if nnz and int(self.col_idx.max()) >= cols:
+            raise ValueError(f"col_idx must lie below cols = {cols}, got up to {int(self.col_idx.max())}")
 
 
 @dataclass
@@ -157,15 +184,19 @@ def write_hpz(path, metadata: dict, actors: list[ActorWeights]) -> int:
     header += b" " * (-(len(header) + _PREFIX.size) % 8)
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), offset) + header + b"".join(chunks)
     data = body + _CHECKSUM.pack(zlib.crc32(body))
-    Path(path).write_bytes(data)
+    replace_atomically(path, lambda f: f.write(data))
     return len(data)
 
 
 def read_hpz(path) -> tuple[dict, list[ActorWeights]]:
-    """(metadata, actors) of an .hpz file; HpzError if it is not one, is truncated, corrupted or of a newer
-    format version."""
-    data = Path(path).read_bytes()
+    """(metadata, actors) of an .hpz file; HpzError if it is not one, is truncated, corrupted, inconsistent
+    or of a newer format version. Every size the header declares is checked against the file's own size and
+    the architecture before anything is allocated, and every matrix with :meth:`SparseMatrix.check`."""
     where = f"{str(path)!r}"
+    size = os.stat(path).st_size
+    if size > available_memory():
+        raise HpzError(f"{where} is {size:,} bytes, more than the memory available here")
+    data = Path(path).read_bytes()
     if len(data) < _PREFIX.size or data[:8] != MAGIC:
         if MAGIC.startswith(data[:8]):
             raise HpzError(f"{where} is truncated: {len(data)} bytes, shorter than the .hpz header")
@@ -184,22 +215,85 @@ def read_hpz(path) -> tuple[dict, list[ActorWeights]]:
     (checksum,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
     if zlib.crc32(memoryview(data)[: expected - _CHECKSUM.size]) != checksum:
         raise HpzError(f"{where} is corrupted: its checksum does not match its contents")
-    header = json.loads(data[_PREFIX.size:_PREFIX.size + header_size])
     payload = memoryview(data)[_PREFIX.size + header_size: expected - _CHECKSUM.size]
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_size].decode())
+        return _parse(header, payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise HpzError(f"{where} is corrupted: its header is not JSON ({type(err).__name__})") from None
+    except _Inconsistent as err:
+        raise HpzError(f"{where} is corrupted: {err}") from None
+
+
+class _Inconsistent(ValueError):
+    """What is wrong with a header whose checksum matched (a file written by something else)."""
+
+
+def _integer(value, what: str, low: int = 0) -> int:
+    if type(value) is not int or value < low:
+        raise _Inconsistent(f"{what} must be an integer >= {low}, got {str(value)[:40]}")
+    return value
+
+
+def _field(mapping, key: str, kind, what: str):
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _Inconsistent(f"its header lacks a valid {what}")
+    return value
+
+
+def _parse(header, payload: memoryview) -> tuple[dict, list[ActorWeights]]:
+    """The metadata and actors of a header and its payload; _Inconsistent for anything out of place."""
+    metadata = _field(header, "metadata", dict, "metadata")
+    arch = _field(metadata, "architecture", dict, "architecture")
+    env = _field(metadata, "environment", dict, "environment")
+    n_channels = _integer(_field(env, "n_channels", int, "n_channels"), "n_channels", 1)
+    for key in ("snr_low", "snr_high"):
+        _field(env, key, (int, float), key)
+    observe_snr = env.get("observe_snr", False)
+    hidden, layers, inputs, n_actions = (_integer(_field(arch, key, int, key), key, 1)
+                                         for key in ("hidden_size", "num_layers", "input_size", "n_actions"))
+    if type(observe_snr) is not bool or (inputs, n_actions) != (observation_size(n_channels, observe_snr),
+                                                                 n_channels + 1):
+        raise _Inconsistent(f"input_size {inputs} and n_actions {n_actions} do not fit n_channels {n_channels}")
+    entries = _field(header, "arrays", list, "list of arrays")
+    agents = _field(header, "agents", list, "list of agents")
+    if len(agents) * (layers + 1) * len(_PARTS) != len(entries):  # bounds the loops below by the header's size
+        raise _Inconsistent(f"it lists {len(entries)} arrays, not the {len(_PARTS)} per matrix of {len(agents)} "
+                            f"agents with {layers} layers each")
     arrays, shapes = {}, {}
-    for entry in header["arrays"]:
-        if entry["dtype"] not in _ARRAY_DTYPES:
-            raise HpzError(f"{where}: array {entry['name']} has an unsupported dtype {entry['dtype']}")
-        arrays[entry["name"]] = np.frombuffer(payload, dtype=entry["dtype"], count=int(np.prod(entry["shape"])),
-                                              offset=entry["offset"]).reshape(entry["shape"])
+    for entry in entries:
+        name = _field(entry, "name", str, "array name")
+        dtype = _field(entry, "dtype", str, f"dtype of {name}")
+        shape = _field(entry, "shape", list, f"shape of {name}")
+        if dtype not in _INDEX_DTYPES | _VALUE_DTYPES or len(shape) != 1 or name in arrays:
+            raise _Inconsistent(f"array {name} is not a distinct 1-D array of a supported dtype")
+        count = _integer(shape[0], f"the length of {name}")
+        offset = _integer(entry.get("offset"), f"the offset of {name}")
+        if offset + count * np.dtype(dtype).itemsize > len(payload):
+            raise _Inconsistent(f"array {name} ({count} entries at {offset}) lies past the end of the payload")
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
         if "matrix_shape" in entry:
-            shapes[entry["name"].rpartition("/")[0]] = tuple(entry["matrix_shape"])
-    num_layers = header["metadata"]["architecture"]["num_layers"]
+            matrix_shape = _field(entry, "matrix_shape", list, f"matrix shape of {name}")
+            shapes[name.rpartition("/")[0]] = tuple(_integer(n, f"the matrix shape of {name}") for n in matrix_shape)
 
-    def matrix(prefix: str) -> SparseMatrix:
-        return SparseMatrix(shapes[prefix], *(arrays[f"{prefix}/{part}"] for part in _PARTS))
+    def matrix(prefix: str, rows: int, cols: int) -> SparseMatrix:
+        parts = [arrays.get(f"{prefix}/{part}") for part in _PARTS]
+        if prefix not in shapes or any(part is None for part in parts):
+            raise _Inconsistent(f"matrix {prefix} lacks an array or its shape")
+        result = SparseMatrix(shapes[prefix], *parts)
+        try:
+            result.check(rows, cols)
+        except ValueError as err:
+            raise _Inconsistent(f"matrix {prefix}: {err}") from None
+        return result
 
-    actors = [ActorWeights(agent, [matrix(f"agent{agent}/lstm{k}") for k in range(num_layers)],
-                           matrix(f"agent{agent}/head"))
-              for agent in header["agents"]]
-    return header["metadata"], actors
+    actors = []
+    for agent in agents:
+        agent = _integer(agent, "an agent index")
+        lstm = [matrix(f"agent{agent}/lstm{k}", 4 * hidden, (inputs if k == 0 else hidden) + hidden)
+                for k in range(layers)]
+        actors.append(ActorWeights(agent, lstm, matrix(f"agent{agent}/head", n_actions, hidden)))
+    if len({actor.agent for actor in actors}) != len(actors):
+        raise _Inconsistent("it lists an agent twice")
+    return metadata, actors

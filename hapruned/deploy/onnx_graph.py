@@ -15,6 +15,7 @@ import json
 import numpy as np
 
 from hapruned.deploy.hpz import ActorWeights
+from hapruned.storage import replace_atomically
 
 OPSET = 17
 # ONNX's LSTM orders the gates i, o, f, c; hapruned (as torch) i, f, g, o with g = c.
@@ -109,8 +110,7 @@ def actor_graph(metadata: dict, actors: list[ActorWeights]):
 
 
 def write_onnx(path, metadata: dict, actors: list[ActorWeights]) -> int:
-    """Write the graph of ``actors`` to ``path``; returns the file's size in bytes."""
+    """Write the graph of ``actors`` to ``path``, atomically; returns the file's size in bytes."""
     data = actor_graph(metadata, actors).SerializeToString()
-    with open(path, "wb") as f:
-        f.write(data)
+    replace_atomically(path, lambda f: f.write(data))
     return len(data)

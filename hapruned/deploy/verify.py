@@ -25,14 +25,14 @@ def replay_evaluation(run_dir, path, episodes: int | None = None, greedy: bool |
     (decisions where the trained actor, with the same draw, would have acted otherwise) out of
     ``decisions``, the mean episode ``reward`` and the trained actors' ``trained_reward``.
     """
-    from hapruned.algos import IAGCPPO, TrainConfig
+    from hapruned.algos import IAGCPPO
     from hapruned.algos.trainer import eval_seed
     from hapruned.deploy.export import read_run
     from hapruned.env import BatchedDSAEnv, encode_env_observations
     from hapruned.env.rng import seed_states
 
     config, checkpoint = read_run(run_dir)
-    algo = IAGCPPO(TrainConfig(**config))
+    algo = IAGCPPO(config)
     algo.load_state_dict(checkpoint["algo"])
     metadata, _ = read_hpz(path)
     exported = {actor.agent: actor for actor in load_actors(path)}

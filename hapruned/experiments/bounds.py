@@ -11,25 +11,41 @@ from pathlib import Path
 
 import numpy as np
 
-from hapruned.algos.trainer import SUMMARY_FILE, RunDirError, config_dict, load_config
+from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, RunDirError, config_dict, eval_seed, load_config
+from hapruned.experiments.grid import read_summary
 from hapruned.experiments.report import markdown_table
+from hapruned.resources import check_memory
 
 HEADER = ("setup", "N", "K", "SNR observed", "method", "iterations", "seeds", "mean ± std", "decentralised bound",
           "oracle", "gap to the oracle closed", "minutes per run")
 
 
-def compare_runs(run_dirs) -> list[dict]:
+def compare_runs(run_dirs, note=None) -> list[dict]:
     """One row per group of finished training runs that differ only in their seeds, in the order first met;
-    RunDirError for a directory that is not a finished training run."""
+    RunDirError for a directory that is not a finished training run or whose files are damaged. A directory
+    given twice (by any path) counts once, and ``note`` (if given) is called with a line saying so."""
     from hapruned.baselines import Oracle, decentralised_bound, held_out_rewards
+    from hapruned.baselines.command import baselines_memory
 
-    groups = {}
+    groups, seen = {}, {}
     for run_dir in map(Path, run_dirs):
+        if run_dir.resolve() in seen:
+            if note:
+                note(f"{run_dir} is {seen[run_dir.resolve()]} again: its seeds are counted once")
+            continue
+        seen[run_dir.resolve()] = run_dir
         config = load_config(run_dir)
         if not (run_dir / SUMMARY_FILE).exists():
             raise RunDirError(f"{str(run_dir)!r} is not a finished run: it has no {SUMMARY_FILE}")
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        summary = read_summary(run_dir, ("final_eval_reward_per_seed", "eval_episodes", "eval_seed", "wall_time_s"))
         episodes, seed = summary["eval_episodes"], summary["eval_seed"]
+        if (episodes, seed) != (config.eval_episodes, eval_seed(config.seed_list[0])) or len(
+                summary["final_eval_reward_per_seed"]) != len(config.seed_list):
+            raise RunDirError(f"{str(run_dir / SUMMARY_FILE)!r} does not belong to the run of {CONFIG_FILE} (its "
+                              f"evaluation episodes, seed or number of seeds differ); delete the run and train it again")
+        check_memory({"the oracle on the run's evaluation episodes":
+                      (sum(size for size, _ in baselines_memory(config.env_config, episodes, episodes).values()),
+                       f"the run's eval_episodes ({episodes})")})
         # the oracle on the episodes the run's seeds were evaluated on (as hapruned reproduce plays the schemes)
         oracle = held_out_rewards(Oracle(), config.env_config, episodes, seed).mean()
         key = json.dumps({k: v for k, v in config_dict(config).items() if k not in ("seed", "seeds")}, sort_keys=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "runs' own held-out evaluation episodes, the share of the gap between them that the runs close, and "
         "the wall time per run. No training.",
     )
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of hapruned train")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directories of hapruned train (one given twice, by any path, counts once)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.set_defaults(func=functools.partial(run_bounds, parser=parser))
     return parser
@@ -26,10 +28,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_bounds(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from hapruned.algos.trainer import RunDirError
     from hapruned.experiments.bounds import bounds_table, compare_runs
+    from hapruned.resources import MemoryEstimateError
 
     try:
-        rows = compare_runs(args.run_dirs)
-    except (RunDirError, OSError) as err:
+        rows = compare_runs(args.run_dirs, note=lambda line: print(f"note: {line}", file=sys.stderr))
+    except (RunDirError, MemoryEstimateError, OSError) as err:
         parser.error(f"RUN_DIR: {err}")
     print(json.dumps(rows, indent=2) if args.json else bounds_table(rows))
     return 0

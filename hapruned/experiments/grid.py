@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hapruned.algos.config import TrainConfig
+from hapruned.algos.config import SETUPS, TrainConfig
 from hapruned.algos.trainer import (CONFIG_FILE, SUMMARY_FILE, RunDirError, check_same_config, config_dict, eval_seed,
                                     read_config_file, write_atomic)
+from hapruned.env.rng import MAX_SEED
+from hapruned.validation import MAX_INTEGER, is_integer, is_number
 
 RUNS_DIR = "runs"
 MANIFEST_FILE = "experiment.json"
@@ -171,7 +173,8 @@ def write_manifest(out_dir, manifest: dict) -> None:
 
 
 def read_manifest(out_dir) -> dict:
-    """The manifest of a reproduce or sweep directory; RunDirError if it has none or it is damaged."""
+    """The manifest of a reproduce or sweep directory; RunDirError if it has none or it is damaged (each
+    field is checked, so that no damaged value names a path outside ``DIR/runs``)."""
     path = Path(out_dir) / MANIFEST_FILE
     if not path.exists():
         raise RunDirError(f"{str(out_dir)!r} holds no {MANIFEST_FILE}: it is not a reproduce or sweep directory")
@@ -181,4 +184,55 @@ def read_manifest(out_dir) -> dict:
         raise RunDirError(f"{str(path)!r} is damaged (not JSON); run the reproduce or sweep command again") from None
     if not isinstance(manifest, dict) or manifest.get("command") not in ("reproduce", "sweep"):
         raise RunDirError(f"{str(path)!r} is not a reproduce or sweep manifest; run that command again")
+    try:
+        _check_manifest(manifest)
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{str(path)!r} is damaged ({err}); run the reproduce or sweep command again") from None
     return manifest
+
+
+def _check_manifest(manifest: dict) -> None:
+    """ValueError (or TypeError) naming the first field of ``manifest`` that the reports cannot use."""
+    from hapruned.experiments.sweep import check_grid
+
+    seeds = manifest.get("seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
+            or not all(is_integer(s) and 0 <= s <= MAX_SEED for s in seeds)):
+        raise ValueError(f"seeds must be a list of distinct seeds, got {seeds!r}")
+    if not isinstance(manifest.get("budget"), str):
+        raise ValueError(f"budget must be a budget's name, got {manifest.get('budget')!r}")
+    if manifest["command"] == "sweep":
+        check_grid(manifest)
+        return
+    for key, allowed in (("setups", SETUPS), ("methods", METHODS)):
+        names = manifest.get(key)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in allowed for n in names):
+            raise ValueError(f"{key} must be a list of names among {', '.join(allowed)}, got {names!r}")
+
+
+# What each value of summary.json that the experiments read must be.
+SUMMARY_VALUES = {
+    "final_eval_reward": is_number,
+    "sparsity_per_agent": lambda v: v is None or isinstance(v, list) and all(is_number(p) and 0 <= p <= 1 for p in v),
+    "final_eval_reward_per_seed": lambda v: isinstance(v, list) and len(v) > 0 and all(map(is_number, v)),
+    "wall_time_s": lambda v: is_number(v) and v >= 0,
+    "eval_episodes": lambda v: is_integer(v) and v >= 1,
+    "eval_seed": lambda v: is_integer(v) and 0 <= v <= MAX_INTEGER,
+}
+
+
+def read_summary(run_dir, keys=("final_eval_reward", "sparsity_per_agent")) -> dict:
+    """A finished run's ``summary.json``; RunDirError naming the file if it is damaged: not a JSON object,
+    or one of ``keys`` (those the caller reads, see ``SUMMARY_VALUES``) missing or out of range."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        for key in keys:
+            if not SUMMARY_VALUES[key](summary.get(key)):
+                raise ValueError(f"{key} is {summary.get(key)!r}")
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise RunDirError(f"{str(path)!r} is damaged ({err}); delete its run directory and run the "
+                          f"command that made it again") from None
+    return summary

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hapruned.algos.trainer import CONFIG_FILE, SUMMARY_FILE, load_metrics
+from hapruned.algos.trainer import CONFIG_FILE, METRICS_FILE, RunDirError, load_config, load_metrics, read_config_file
 from hapruned.experiments import figures
 from hapruned.experiments.grid import (
-    BASELINE_LEVELS, BUDGETS, ERROR_FILE, METHODS, RUNS_DIR, read_manifest, run_key, run_status,
+    BASELINE_LEVELS, BUDGETS, ERROR_FILE, METHODS, RUNS_DIR, read_manifest, read_summary, run_key, run_status,
 )
 from hapruned.experiments.stats import summarize
+from hapruned.validation import is_integer, is_number
 
 TABLE_MD, TABLE_CSV = "table1.md", "table1.csv"
 FIG1, FIG2 = "fig1_sparsity.png", "fig2_training.png"
@@ -42,21 +43,19 @@ def print_report(report: dict) -> None:
 
 
 # --------------------------------------------------------------------------- one group of runs
-def read_json(path: Path):
-    return json.loads(path.read_text())
-
-
 def seed_results(paths: dict) -> dict:
     """The runs of one table row or grid point (``paths``: seed -> run directory): the finished ones'
-    seeds and summaries, the failed ones with the last line of their error, and the unfinished ones."""
+    seeds and summaries, the failed ones with the last line of their error, the unfinished ones and the
+    missing ones (never started, or deleted). RunDirError when a finished run's summary is damaged."""
     status = {seed: run_status(path) for seed, path in paths.items()}
     done = [seed for seed in paths if status[seed] == "done"]
     return {
         "seeds": done,
-        "summaries": [read_json(paths[seed] / SUMMARY_FILE) for seed in done],
+        "summaries": [read_summary(paths[seed]) for seed in done],
         "failed": [{"run": str(paths[seed]), "error": _last_line(paths[seed] / ERROR_FILE)}
                    for seed in paths if status[seed] == "failed"],
         "unfinished": [str(paths[seed]) for seed in paths if status[seed] == "started"],
+        "missing": [str(paths[seed]) for seed in paths if status[seed] == "new"],
     }
 
 
@@ -72,13 +71,31 @@ def reward_stats(results: dict) -> dict:
 def seed_curve(paths: list, value) -> dict | None:
     """``value(record)`` over the iterations of every run in ``paths`` (None where it is absent), as
     {"iteration", "mean", "std" (sample, 0 for one seed), "n"}; None when no run has it."""
-    per_run = [{r["iteration"]: value(r) for r in load_metrics(p) if value(r) is not None} for p in paths]
+    per_run = [{r["iteration"]: value(r) for r in read_metrics(p) if value(r) is not None} for p in paths]
     iterations = sorted(set.intersection(*(set(d) for d in per_run))) if per_run else []
     if not iterations:
         return None
     values = np.array([[d[i] for i in iterations] for d in per_run], dtype=float)
     std = values.std(0, ddof=1) if len(per_run) > 1 else np.zeros(len(iterations))
     return {"iteration": iterations, "mean": values.mean(0).tolist(), "std": std.tolist(), "n": len(per_run)}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """A finished run's metrics records; RunDirError naming the file when one is not a record whose
+    iteration, evaluation reward and sparsity the figures can read."""
+    path = run_dir / METRICS_FILE
+    try:
+        records = load_metrics(run_dir)
+    except UnicodeDecodeError:
+        records = [None]
+    for number, record in enumerate(records, 1):
+        if not (isinstance(record, dict) and is_integer(record.get("iteration"))
+                and (record.get("eval_reward") is None or is_number(record["eval_reward"]))
+                and (record.get("sparsity") is None or isinstance(record["sparsity"], list)
+                     and all(is_number(p) for p in record["sparsity"]))):
+            raise RunDirError(f"{str(path)!r} is damaged (record {number} is not a metrics record); delete its run "
+                              f"directory and run the command that made it again")
+    return records
 
 
 def eval_reward(record):
@@ -97,7 +114,7 @@ def event_sparsity(record):
 def reproduce_report(out_dir, manifest: dict) -> dict:
     """Table I rows, the curves of both figures and the failed/unfinished runs of the grid in ``manifest``."""
     out = Path(out_dir)
-    rows, failed, unfinished = [], [], []
+    rows, failed, unfinished, missing = [], [], [], []
     fig1 = {setup: {} for setup in manifest["setups"]}
     fig2 = {setup: {} for setup in manifest["setups"]}
     for setup in manifest["setups"]:
@@ -107,6 +124,7 @@ def reproduce_report(out_dir, manifest: dict) -> dict:
             results = seed_results(paths)
             failed += results["failed"]
             unfinished += results["unfinished"]
+            missing += results["missing"]
             rows.append({
                 "setup": setup, "method": name, "label": method.label,
                 "kind": "scheme" if method.scheme else "learned",
@@ -125,7 +143,7 @@ def reproduce_report(out_dir, manifest: dict) -> dict:
               for setup in manifest["setups"]}
     return {
         **manifest, "rows": rows,
-        "failed": failed, "unfinished": unfinished,
+        "failed": failed, "unfinished": unfinished, "missing": missing,
         "fig1_sparsity": fig1, "fig2_training": {"curves": fig2, "levels": levels},
     }
 
@@ -175,6 +193,10 @@ def notes(report: dict) -> list[str]:
         lines.append(f"Failed: {failure['run']}: {failure['error']}")
     if report["unfinished"]:
         lines.append(f"Unfinished ({len(report['unfinished'])} runs): run the same command again to resume them.")
+    if report["missing"]:
+        missing = report["missing"]
+        lines.append(f"Missing ({len(missing)} runs, e.g. {missing[0]}): never started, or their directories were "
+                     f"deleted; run the same command again to train them.")
     return [""] + [f"- {line}" for line in lines] if lines else []
 
 
@@ -219,19 +241,19 @@ def _pruning(paths) -> str:
     """What a row's runs prune, read from the first config.json among them: "95% masked", "dense", "—"."""
     for path in paths:
         if (path / CONFIG_FILE).exists():
-            config = read_json(path / CONFIG_FILE)
-            if "scheme" in config:
+            if "scheme" in read_config_file(path):
                 return "—"
-            if config["method"] == "dense":
+            config = load_config(path)
+            if config.method == "dense":
                 return "dense"
-            if config.get("algo") == "pai":
-                return f"{config['sparsity']:.0%} fixed random masks"
-            return f"{config['sparsity']:.0%} {config['prune_mode']}"
+            if config.algo == "pai":
+                return f"{config.sparsity:.0%} fixed random masks"
+            return f"{config.sparsity:.0%} {config.prune_mode}"
     return ""
 
 
 def _last_line(path: Path) -> str:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
 
 

@@ -27,5 +27,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         report = write_report(args.dir)
     except RunDirError as err:
         parser.error(f"DIR: {err}")
+    except OSError as err:  # e.g. DIR is read-only, or a run's file is a directory
+        parser.error(f"DIR: {err.strerror or err}: {err.filename or args.dir}")
     print_report(report)
     return 0

@@ -15,23 +15,28 @@ import argparse
 import dataclasses
 import itertools
 import json
+import re
 import typing
 from pathlib import Path
 
 import numpy as np
 
 from hapruned.algos.config import TrainConfig
+from hapruned.algos.trainer import check_device, training_memory
 from hapruned.experiments import figures
 from hapruned.experiments.grid import RUNS_DIR, Budget, Run, run_key
 from hapruned.experiments.report import (
     REPORT_JSON, STAT_HEADER, json_safe, markdown_table, notes, reward_stats, seed_results, seed_text, stat_cells,
     write_csv,
 )
+from hapruned.resources import check_memory
+from hapruned.validation import did_you_mean
 
 SWEEP_MD, SWEEP_CSV = "sweep.md", "sweep.csv"
 STAT_COLUMNS = ("n", "seeds_total", "mean", "std", "ci95_low", "ci95_high", "best", "best_seed", "final_sparsity")
-NOT_SWEPT = {"seed": "give the seeds with --seeds", "seeds": "give the seeds with --seeds",
-             "agent_sparsity": "its values are lists; sweep sparsity instead"}
+NOT_SWEPT = {"seed": "give the seeds with --seeds", "seeds": "give the seeds with --seeds"}
+# Fields whose value may be a list (one entry per channel or agent): in --grid, V1/V2/... is one such value.
+LIST_FIELDS = ("pu_prob", "agent_sparsity")
 
 
 def sweepable_fields() -> dict:
@@ -41,7 +46,9 @@ def sweepable_fields() -> dict:
 def parse_grid(items, flag: str = "--grid") -> dict[str, list]:
     """``["i_prune=1,5", "amplitude=0,0.1"]`` -> {"i_prune": [1, 5], "amplitude": [0.0, 0.1]}, each value
     read as its field's type (``none`` for the fields whose default is None); ValueError on a bad one.
-    With ``flag="--set"`` each item holds one value, commas included (e.g. ``pu_prob=0.1,0.2``)."""
+    A list value of the ``LIST_FIELDS`` is written with ``/`` between its entries (``pu_prob=0.1/0.2,0.3``:
+    the per-channel list (0.1, 0.2), then 0.3 on every channel). With ``flag="--set"`` each item holds one
+    value, commas included (e.g. ``pu_prob=0.1,0.2``)."""
     fields, hints = sweepable_fields(), typing.get_type_hints(TrainConfig)
     grid = {}
     for item in items:
@@ -52,10 +59,12 @@ def parse_grid(items, flag: str = "--grid") -> dict[str, list]:
         if name in NOT_SWEPT:
             raise ValueError(f"{flag} {name}: cannot be swept; {NOT_SWEPT[name]}")
         if name not in fields:
-            raise ValueError(f"{flag} {name}: unknown field; choose from {', '.join(fields)}")
+            raise ValueError(f"{flag} {name}: unknown field{did_you_mean(name, fields)}; choose from {', '.join(fields)}")
         if name in grid:
             raise ValueError(f"{flag} {name}: given twice; put all its values in one FIELD=V1,V2,...")
         parts = [text] if flag == "--set" else text.split(",")
+        if name in LIST_FIELDS:
+            parts = [part.replace("/", ",") for part in parts]
         values = [_parse_value(fields[name], hints[name], part.strip(), flag) for part in parts]
         if len(set(map(repr, values))) != len(values):
             raise ValueError(f"{flag} {name}: a value is repeated in {text!r}")
@@ -80,6 +89,27 @@ def _parse_value(field: dataclasses.Field, hint, text: str, flag: str):
         raise ValueError(f"{flag} {field.name}: cannot read {text!r} as {getattr(parse, '__name__', 'its type')}") from None
 
 
+def check_grid(manifest: dict) -> None:
+    """ValueError naming the first of a sweep manifest's ``grid``, ``fixed`` and ``one_at_a_time`` that is
+    not what :func:`parse_grid` and the sweep command write (every point must name a directory under runs/)."""
+    fields = sweepable_fields()
+    for key in ("grid", "fixed"):
+        values = manifest.get(key)
+        if not isinstance(values, dict) or (key == "grid" and not values):
+            raise ValueError(f"{key} must be an object of fields and their values, got {values!r}")
+        for name, value in values.items():
+            if name not in fields:
+                raise ValueError(f"{key} names {name!r}, which is no sweepable field")
+            listed = value if key == "grid" else [value]
+            if not isinstance(listed, list) or not listed:
+                raise ValueError(f"grid {name} must be a list of values, got {value!r}")
+            for v in listed:
+                if not (v is None or isinstance(v, (bool, int, float, str, list))) or "/" in _text(v):
+                    raise ValueError(f"{key} {name} holds {v!r}")
+    if not isinstance(manifest.get("one_at_a_time", False), bool):
+        raise ValueError(f"one_at_a_time must be true or false, got {manifest['one_at_a_time']!r}")
+
+
 def grid_points(grid: dict, one_at_a_time: bool = False) -> list[dict]:
     """The points of ``grid``: every combination, or the base point ``{}`` and one field changed at a time."""
     if one_at_a_time:
@@ -90,7 +120,7 @@ def grid_points(grid: dict, one_at_a_time: bool = False) -> list[dict]:
 def point_name(point: dict) -> str:
     """{"i_prune": 5, "period": None} -> ``"i_prune=5,period=none"``, the point's directory name
     (``"base"`` for the base point of a one-at-a-time sweep)."""
-    return ",".join(f"{name}={'none' if value is None else value}" for name, value in point.items()) or "base"
+    return ",".join(f"{name}={_text(value)}" for name, value in point.items()) or "base"
 
 
 def sweep_runs(out_dir, budget: Budget, grid: dict, seeds, fixed: dict | None = None,
@@ -102,8 +132,12 @@ def sweep_runs(out_dir, budget: Budget, grid: dict, seeds, fixed: dict | None = 
         for point in grid_points(grid, one_at_a_time):
             try:
                 config = budget.config(**(fixed or {}), **point, seed=seed)
-            except ValueError as err:
-                raise ValueError(f"--grid point {point_name(point)}: {err}") from None
+                # what training itself would refuse, refused before any run starts
+                check_device(config.device)
+                check_memory(training_memory(config))
+            except ValueError as err:  # the configs' messages name fields as Class.field; a grid names them alone
+                message = re.sub(r"\b(TrainConfig|DSAConfig)\.", "", str(err))
+                raise ValueError(f"--grid point {point_name(point)}: {message}") from None
             key = run_key(point_name(point), seed)
             runs.append(Run(key, out / RUNS_DIR / key, seed, config))
     return runs
@@ -112,17 +146,18 @@ def sweep_runs(out_dir, budget: Budget, grid: dict, seeds, fixed: dict | None = 
 def sweep_report(out_dir, manifest: dict) -> dict:
     out, grid, seeds = Path(out_dir), manifest["grid"], manifest["seeds"]
     one_at_a_time = manifest.get("one_at_a_time", False)
-    rows, failed, unfinished, rewards = [], [], [], {}
+    rows, failed, unfinished, missing, rewards = [], [], [], [], {}
     for point in grid_points(grid, one_at_a_time):
         name = point_name(point)
         results = seed_results({seed: out / RUNS_DIR / run_key(name, seed) for seed in seeds})
         failed += results["failed"]
         unfinished += results["unfinished"]
+        missing += results["missing"]
         rewards[name] = {seed: s["final_eval_reward"] for seed, s in zip(results["seeds"], results["summaries"])}
         columns = {"change": name} if one_at_a_time else point
         rows.append({**columns, "seeds_total": len(seeds), **reward_stats(results)})
     effects = {field: (single_effect if one_at_a_time else main_effect)(grid, field, rewards) for field in grid}
-    return {**manifest, "rows": rows, "effects": effects, "failed": failed, "unfinished": unfinished}
+    return {**manifest, "rows": rows, "effects": effects, "failed": failed, "unfinished": unfinished, "missing": missing}
 
 
 def single_effect(grid: dict, field: str, rewards: dict) -> dict:
@@ -183,4 +218,7 @@ def sweep_markdown(report: dict) -> str:
 
 
 def _text(value) -> str:
+    """A grid value as directory names and tables show it; a list's entries joined by _ (no / in a name)."""
+    if isinstance(value, (list, tuple)):
+        return "_".join(map(str, value))
     return "none" if value is None else str(value)

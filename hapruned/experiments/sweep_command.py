@@ -20,7 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_grid_arguments(parser)
     parser.add_argument("--grid", nargs="+", action="extend", required=True, metavar="FIELD=V1,V2",
                         help="a TrainConfig field (as in `hapruned train --help`, with _ or -) and its values; "
-                        "several fields make a full grid; setup=A,B sweeps both setups; none for a default of None")
+                        "several fields make a full grid; setup=A,B sweeps both setups; none for a default of None; "
+                        "a per-channel pu_prob or per-agent agent_sparsity list is one value with / between its "
+                        "entries, e.g. pu_prob=0.1/0.3,0.2 (directories name it 0.1_0.3); every point is checked "
+                        "before any run starts")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=V",
                         help="a field's value for every point (e.g. eval_every=100), as --grid with one value")
     parser.add_argument("--one-at-a-time", action="store_true",

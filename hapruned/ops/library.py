@@ -6,7 +6,6 @@ CompositeExplicitAutograd, so they serve every device that has no kernel of its 
 """
 
 import os
-import weakref
 
 import torch
 
@@ -220,32 +219,6 @@ torch.library.register_autograd("hapruned::sparse_lstm_seq", _sparse_seq_backwar
 torch.library.register_autograd("hapruned::sparse_linear", _sparse_linear_backward, setup_context=_setup_sparse_linear)
 
 
-# id(float mask) -> (weak reference to it, (version counter, data pointer) when copied, bool copy or None)
-_bool_copies = {}
-
-
-def _forget_bool_copy(dead: weakref.ref) -> None:
-    """Drops the entry of a mask that was freed (unless its id already serves a newer mask)."""
-    for key, entry in list(_bool_copies.items()):
-        if entry[0] is dead:
-            del _bool_copies[key]
-
-
-def _as_bool_if_zero_one(mask: torch.Tensor) -> torch.Tensor:
-    """A float mask whose entries are all 0 or 1, as bool: the kernels read a quarter of the bytes and
-    multiply by the same 0/1. The copy is kept while the mask is unchanged (the same tensor at the same
-    version counter, which in-place updates such as ``copy_`` advance); other masks are returned as they are."""
-    if torch.compiler.is_compiling() or mask.device.type not in ("cpu", "cuda"):
-        return mask
-    state = (mask._version, mask.data_ptr())
-    entry = _bool_copies.get(id(mask))
-    if entry is None or entry[0]() is not mask or entry[1] != state:
-        zero_one = bool(((mask == 0) | (mask == 1)).all())
-        entry = (weakref.ref(mask, _forget_bool_copy), state, mask != 0 if zero_one else None)
-        _bool_copies[id(mask)] = entry
-    return mask if entry[2] is None else entry[2]
-
-
 def _check_lstm_args(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh, x_name, state_names):
     """Validate shapes, dtypes and devices; return the masks contiguous, bool or in the weights' dtype."""
     tensors = {x_name: x, state_names[0]: h, state_names[1]: c, "w_ih": w_ih, "w_hh": w_hh, "bias": bias}
@@ -292,8 +265,9 @@ def _check_lstm_args(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh, x_name, state_
                 raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {mask.device}")
             if not (mask.dtype == torch.bool or mask.dtype.is_floating_point):
                 raise TypeError(f"{name} must be bool or floating point, got {mask.dtype}")
-            # Bool masks go to the kernels as they are (a quarter of a float mask's traffic).
-            mask = mask if mask.dtype == torch.bool else _as_bool_if_zero_one(mask)
+            # Bool masks go to the kernels as they are, float ones in the weights' dtype. Converting a float
+            # 0/1 mask to bool costs a pass over it on every call (it can change in place, even unseen by
+            # its version counter); the kernels read float masks about as fast (test_bench_mask_kinds.py).
             mask = (mask if mask.dtype == torch.bool else mask.to(x.dtype)).contiguous()
         masks.append(mask)
     return masks

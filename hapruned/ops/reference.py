@@ -29,8 +29,16 @@ def reference_magnitude_prune_mask(weight: torch.Tensor, sparsity) -> torch.Tens
 
 def reference_keep_mask(weight: torch.Tensor, n_prune: torch.Tensor) -> torch.Tensor:
     """weight: (groups, size), n_prune: int64 (groups,) -> bool (groups, size) with n_prune[g] False in
-    row g, the smallest magnitudes, lower flat index first among equals (a stable sort's order)."""
-    order = torch.sort(weight.abs(), dim=1, stable=True).indices
+    row g, the smallest magnitudes, lower flat index first among equals (a stable sort's order); every
+    NaN, of any payload or sign, ranks as one value above +inf (docs/design.md §3).
+
+    NaNs never reach the sort, whose NaN order is the device's (CUDA's sort places a NaN with the sign
+    bit set, which its ``abs`` may keep, below every number): a stable sort of the magnitudes with NaN
+    as +inf, then a stable sort of that order by "is NaN"."""
+    magnitude = weight.abs()
+    nan = magnitude.isnan()
+    order = torch.sort(magnitude.masked_fill(nan, float("inf")), dim=1, stable=True).indices
+    order = order.gather(1, torch.sort(nan.gather(1, order).to(torch.uint8), dim=1, stable=True).indices)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(weight.shape[1], device=weight.device).expand_as(order))
     return rank >= n_prune[:, None]
