@@ -65,20 +65,24 @@ TORCH_LIBRARY(hapruned, m) {
   m.def(
       "masked_lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor bias, "
       "Tensor? mask_ih, Tensor? mask_hh) -> (Tensor, Tensor, Tensor)");
-  // -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias); weight grads masked.
+  // -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias); weight grads masked; grad_x empty [0]
+  // without input_grad (the product is skipped).
   m.def(
       "masked_lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor x, Tensor h, Tensor c, "
-      "Tensor w_ih, Tensor w_hh, Tensor? mask_ih, Tensor? mask_hh, Tensor gates, Tensor c_new) "
+      "Tensor w_ih, Tensor w_hh, Tensor? mask_ih, Tensor? mask_hh, Tensor gates, Tensor c_new, "
+      "bool input_grad=True) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // T steps: x [T,G,B,I], h0/c0 [G,B,H] -> (y [T,G,B,H] hidden states, cs [T,G,B,H] cell states,
   // gates [G,T,B,4H] activated, saved for backward).
   m.def(
       "masked_lstm_seq(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor bias, "
       "Tensor? mask_ih, Tensor? mask_hh) -> (Tensor, Tensor, Tensor)");
-  // grad_y, grad_cs [T,G,B,H] -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias).
+  // grad_y, grad_cs [T,G,B,H] -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias); grad_x empty
+  // [0] without input_grad.
   m.def(
       "masked_lstm_seq_backward(Tensor grad_y, Tensor grad_cs, Tensor x, Tensor h0, Tensor c0, "
-      "Tensor w_ih, Tensor w_hh, Tensor? mask_ih, Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates) "
+      "Tensor w_ih, Tensor w_hh, Tensor? mask_ih, Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates, "
+      "bool input_grad=True) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // One step of one layer whose W = [W_ih | W_hh] [4H, I+H] is CSR: x [B,I], h/c [B,H] float32, row_ptr
   // int32 [4H+1], col_idx uint8/int16/int32 [nnz], values float32/float16 [nnz], bias [4H] -> (h', c').
@@ -91,10 +95,11 @@ TORCH_LIBRARY(hapruned, m) {
   m.def(
       "sparse_lstm_seq(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor bias, Tensor layout_ih, "
       "Tensor layout_hh, bool save=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias); weight gradients zero off the layouts.
+  // -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias); weight gradients zero off the layouts;
+  // grad_x empty [0] without input_grad.
   m.def(
       "sparse_lstm_seq_backward(Tensor grad_y, Tensor? grad_c_n, Tensor w_ih, Tensor w_hh, Tensor layout_ih, "
-      "Tensor layout_hh, Tensor x_panels, Tensor h_panels, Tensor gates, Tensor cs) "
+      "Tensor layout_hh, Tensor x_panels, Tensor h_panels, Tensor gates, Tensor cs, bool input_grad=True) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // G linear layers whose weights [G,R,K] are read only at the layout's entries: x [L,G,B,K] -> [L,G,B,R].
   m.def("sparse_linear(Tensor x, Tensor weight, Tensor bias, Tensor layout) -> Tensor");

@@ -150,7 +150,8 @@ struct BackwardCall {
   SparseLayout ih, hh;
   const T *grad_y, *grad_c_n;  // grad_c_n: nullptr when none arrives
   const T *w_ih, *w_hh, *x_panels, *h_panels, *gates, *cs;
-  T *grad_x, *grad_h0, *grad_c0, *grad_w_ih, *grad_w_hh, *grad_bias;  // the weight and bias gradients zeroed
+  T *grad_x, *grad_h0, *grad_c0, *grad_w_ih, *grad_w_hh, *grad_bias;  // the weight and bias gradients zeroed;
+                                                                       // grad_x nullptr when not asked for
   T *val_ih, *val_hh;    // the entries' values, in column order
   T *entry_ih, *entry_hh;  // the entries' gradients, in row order
   T *acc_ih, *acc_hh;    // the entries' gradients as vectors of lanes (add_sampled_products)
@@ -203,6 +204,7 @@ HAPRUNED_INLINE void backward_chunk(const BackwardCall<T>& a, int64_t g, BatchCh
                               Rows<const T>{hp + p * H * ld, ld}, width, a.acc_hh);
     add_sampled_products<Isa>(a.ih.row_ptr + g * R, a.ih.col_idx, R, Rows<const T>{dp, ld},
                               Rows<const T>{xp + p * I * ld, ld}, width, a.acc_ih);
+    if (!a.grad_x) continue;
     const SparseOperand<T> input[] = {{w_ih_t, {dp, ld}}};
     sparse_times_dense<Isa, Start::kZero>(input, {nullptr, 0}, {gx, ld}, width);
     for (int64_t u = t; u < std::min(steps, t + pn.steps); ++u)
@@ -215,7 +217,7 @@ HAPRUNED_INLINE void backward_chunk(const BackwardCall<T>& a, int64_t g, BatchCh
 template <class Isa, typename T>
 HAPRUNED_INLINE void backward_group(const BackwardCall<T>& a, int64_t g) {
   const int64_t R = 4 * a.s.H;
-  a.ih.gather_column_values(g, a.w_ih + g * R * a.s.I, a.val_ih);
+  if (a.grad_x) a.ih.gather_column_values(g, a.w_ih + g * R * a.s.I, a.val_ih);  // read by grad_x only
   a.hh.gather_column_values(g, a.w_hh + g * R * a.s.H, a.val_hh);
   constexpr int64_t kStride = kAccBytes / sizeof(T);
   for (const auto& [layout, acc] : {std::pair{&a.ih, a.acc_ih}, {&a.hh, a.acc_hh}})
@@ -271,7 +273,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparse_lstm_seq_backward_cpu(
     const at::Tensor& grad_y, const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const at::Tensor& layout_ih, const at::Tensor& layout_hh, const at::Tensor& x_panels,
-    const at::Tensor& h_panels, const at::Tensor& gates, const at::Tensor& cs) {
+    const at::Tensor& h_panels, const at::Tensor& gates, const at::Tensor& cs, bool input_grad) {
   TORCH_CHECK(grad_y.scalar_type() == at::kFloat || grad_y.scalar_type() == at::kDouble,
               "grad_y must be float32 or float64, got ", grad_y.scalar_type());
   check_tensor(grad_y, "grad_y", 4, grad_y);
@@ -289,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const SparseLayout ih = check_layout(layout_ih, "layout_ih", grad_y, s.G, 4 * s.H, s.I);
   const SparseLayout hh = check_layout(layout_hh, "layout_hh", grad_y, s.G, 4 * s.H, s.H);
   const auto options = grad_y.options();
-  at::Tensor grad_x = at::empty({s.T, s.G, s.B, s.I}, options);
+  at::Tensor grad_x = input_grad ? at::empty({s.T, s.G, s.B, s.I}, options) : at::empty({0}, options);
   at::Tensor grad_h0 = at::empty({s.G, s.B, s.H}, options), grad_c0 = at::empty({s.G, s.B, s.H}, options);
   at::Tensor grad_w_ih = at::zeros_like(w_ih), grad_w_hh = at::zeros_like(w_hh);
   at::Tensor grad_bias = at::zeros({s.G, 4 * s.H}, options);
@@ -309,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         s, pn, ih, hh, grad_y.const_data_ptr<scalar_t>(),
         grad_c_n ? grad_c_n->const_data_ptr<scalar_t>() : nullptr, w_ih.const_data_ptr<scalar_t>(),
         w_hh.const_data_ptr<scalar_t>(), x_panels.const_data_ptr<scalar_t>(), h_panels.const_data_ptr<scalar_t>(),
-        gates.const_data_ptr<scalar_t>(), cs.const_data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
+        gates.const_data_ptr<scalar_t>(), cs.const_data_ptr<scalar_t>(), input_grad ? grad_x.data_ptr<scalar_t>() : nullptr,
         grad_h0.data_ptr<scalar_t>(), grad_c0.data_ptr<scalar_t>(), grad_w_ih.data_ptr<scalar_t>(),
         grad_w_hh.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>(), val_ih.data_ptr<scalar_t>(),
         val_hh.data_ptr<scalar_t>(), entry_ih.data_ptr<scalar_t>(), entry_hh.data_ptr<scalar_t>(),

@@ -20,7 +20,8 @@ SCHEMAS = {
     ),
     "masked_lstm_cell_backward": (
         "(Tensor grad_h, Tensor grad_c, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? mask_ih,"
-        " Tensor? mask_hh, Tensor gates, Tensor c_new) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+        " Tensor? mask_hh, Tensor gates, Tensor c_new, bool input_grad=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor,"
+        " Tensor)"
     ),
     "masked_lstm_seq": (
         "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor bias, Tensor? mask_ih, Tensor? mask_hh)"
@@ -28,7 +29,8 @@ SCHEMAS = {
     ),
     "masked_lstm_seq_backward": (
         "(Tensor grad_y, Tensor grad_cs, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? mask_ih,"
-        " Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+        " Tensor? mask_hh, Tensor y, Tensor cs, Tensor gates, bool input_grad=True) -> (Tensor, Tensor, Tensor, Tensor,"
+        " Tensor, Tensor)"
     ),
     "sparse_lstm_step": (
         "(Tensor x, Tensor h, Tensor c, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor bias) -> (Tensor, Tensor)"
@@ -39,7 +41,8 @@ SCHEMAS = {
     ),
     "sparse_lstm_seq_backward": (
         "(Tensor grad_y, Tensor? grad_c_n, Tensor w_ih, Tensor w_hh, Tensor layout_ih, Tensor layout_hh,"
-        " Tensor x_panels, Tensor h_panels, Tensor gates, Tensor cs) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+        " Tensor x_panels, Tensor h_panels, Tensor gates, Tensor cs, bool input_grad=True) -> (Tensor, Tensor, Tensor,"
+        " Tensor, Tensor, Tensor)"
     ),
     "sparse_linear": "(Tensor x, Tensor weight, Tensor bias, Tensor layout) -> Tensor",
     "sparse_linear_backward": (
@@ -86,6 +89,11 @@ _sparse_linear_backward_op = _ops.sparse_linear_backward.default
 
 
 # Fake kernels: output shapes for torch.compile and meta tensors.
+def _input_grad_like(x, input_grad):
+    """The backward ops' gradient of x: x's shape, or empty (0,) where input_grad is False (not computed)."""
+    return torch.empty_like(x) if input_grad else x.new_empty(0)
+
+
 @torch.library.register_fake("hapruned::magnitude_prune_mask")
 def _(weight, n_prune):
     return torch.empty_like(weight, dtype=torch.bool)
@@ -97,8 +105,9 @@ def _(x, h, c, w_ih, w_hh, bias, mask_ih, mask_hh):
 
 
 @torch.library.register_fake("hapruned::masked_lstm_cell_backward")
-def _(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new):
-    return tuple(torch.empty_like(t) for t in (x, h, c, w_ih, w_hh)) + (w_ih.new_empty(w_ih.shape[:2]),)
+def _(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new, input_grad=True):
+    return (_input_grad_like(x, input_grad),) + tuple(torch.empty_like(t) for t in (h, c, w_ih, w_hh)) + (
+        w_ih.new_empty(w_ih.shape[:2]),)
 
 
 @torch.library.register_fake("hapruned::masked_lstm_seq")
@@ -109,8 +118,9 @@ def _(x, h0, c0, w_ih, w_hh, bias, mask_ih, mask_hh):
 
 
 @torch.library.register_fake("hapruned::masked_lstm_seq_backward")
-def _(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates):
-    return tuple(torch.empty_like(t) for t in (x, h0, c0, w_ih, w_hh)) + (w_ih.new_empty(w_ih.shape[:2]),)
+def _(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates, input_grad=True):
+    return (_input_grad_like(x, input_grad),) + tuple(torch.empty_like(t) for t in (h0, c0, w_ih, w_hh)) + (
+        w_ih.new_empty(w_ih.shape[:2]),)
 
 
 @torch.library.register_fake("hapruned::sparse_lstm_step")
@@ -134,9 +144,9 @@ def _(x, h0, c0, w_ih, w_hh, bias, layout_ih, layout_hh, save=True):
 
 
 @torch.library.register_fake("hapruned::sparse_lstm_seq_backward")
-def _(grad_y, grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels, gates, cs):
+def _(grad_y, grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels, gates, cs, input_grad=True):
     steps, groups, batch, hidden = grad_y.shape
-    grad_x = grad_y.new_empty(steps, groups, batch, w_ih.shape[2])
+    grad_x = _input_grad_like(grad_y.new_empty(steps, groups, batch, w_ih.shape[2]), input_grad)
     state = grad_y.new_empty(groups, batch, hidden)
     return grad_x, state, torch.empty_like(state), torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[:2])
 
@@ -151,7 +161,13 @@ def _(grad_out, x, weight, layout):
     return torch.empty_like(x), torch.empty_like(weight), weight.new_empty(weight.shape[:2])
 
 
-# Autograd: the backward ops. Masks get no gradient; double backward is not supported.
+# Autograd: the backward ops. Masks get no gradient; double backward is not supported. The input's
+# gradient is computed only where the input needs one (an actor's first layer, a critic whose input is
+# N*(K+5) wide: the product would be a large share of the backward).
+def _without_unneeded_input_grad(ctx, grads):
+    return grads if ctx.needs_input_grad[0] else (None,) + tuple(grads[1:])
+
+
 def _setup_cell(ctx, inputs, output):
     x, h, c, w_ih, w_hh, _, mask_ih, mask_hh = inputs
     _, c_new, gates = output
@@ -164,8 +180,9 @@ def _cell_backward(ctx, grad_h, grad_c, _grad_gates):
     x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new = ctx.saved_tensors
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h.contiguous()
     grad_c = torch.zeros_like(c) if grad_c is None else grad_c.contiguous()
-    grads = _cell_backward_op(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new)
-    return grads + (None, None)
+    grads = _cell_backward_op(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new,
+                              ctx.needs_input_grad[0])
+    return _without_unneeded_input_grad(ctx, grads) + (None, None)
 
 
 def _setup_seq(ctx, inputs, output):
@@ -180,8 +197,9 @@ def _seq_backward(ctx, grad_y, grad_cs, _grad_gates):
     x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y.contiguous()
     grad_cs = torch.zeros_like(cs) if grad_cs is None else grad_cs.contiguous()
-    grads = _seq_backward_op(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates)
-    return grads + (None, None)
+    grads = _seq_backward_op(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates,
+                             ctx.needs_input_grad[0])
+    return _without_unneeded_input_grad(ctx, grads) + (None, None)
 
 
 def _setup_sparse_seq(ctx, inputs, output):
@@ -199,8 +217,8 @@ def _sparse_seq_backward(ctx, grad_y, grad_c_n, *_unused):
         grad_y = cs.new_zeros(steps, groups, batch, hidden)
     grad_c_n = None if grad_c_n is None else grad_c_n.contiguous()
     grads = _sparse_seq_backward_op(grad_y.contiguous(), grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels,
-                                    gates, cs)
-    return grads + (None, None)
+                                    gates, cs, ctx.needs_input_grad[0])
+    return _without_unneeded_input_grad(ctx, grads) + (None, None, None)
 
 
 def _setup_sparse_linear(ctx, inputs, output):

@@ -182,7 +182,8 @@ def reference_sparse_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias, layout_ih, la
     return (y, cs[-1]) + (saved if save else tuple(t[:0] for t in saved))
 
 
-def reference_sparse_lstm_seq_backward(grad_y, grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels, gates, cs):
+def reference_sparse_lstm_seq_backward(grad_y, grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels, gates, cs,
+                                       input_grad=True):
     """As the compiled ``sparse_lstm_seq_backward`` -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias)."""
     steps, _, batch, _ = grad_y.shape
     (w_ih, pattern_ih), (w_hh, pattern_hh) = _on_pattern(w_ih, layout_ih), _on_pattern(w_hh, layout_hh)
@@ -194,7 +195,7 @@ def reference_sparse_lstm_seq_backward(grad_y, grad_c_n, w_ih, w_hh, layout_ih, 
     if grad_c_n is not None:
         grad_cs[-1] = grad_c_n
     grads = reference_masked_lstm_seq_backward(grad_y, grad_cs, x, hs[0], states[0], w_ih, w_hh, pattern_ih,
-                                               pattern_hh, y, states[1:], gates.transpose(-1, -2))
+                                               pattern_hh, y, states[1:], gates.transpose(-1, -2), input_grad)
     zero = torch.zeros((), dtype=grad_y.dtype, device=grad_y.device)
     return grads[:3] + (torch.where(pattern_ih, grads[3], zero), torch.where(pattern_hh, grads[4], zero), grads[5])
 
@@ -216,8 +217,10 @@ def reference_masked_lstm_cell_forward(x, h, c, w_ih, w_hh, bias, mask_ih=None, 
     return o * torch.tanh(c_new), c_new, torch.cat([i, f, g, o], dim=-1)
 
 
-def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new):
-    """Gradients of one step -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias), weight grads masked."""
+def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new,
+                                        input_grad=True):
+    """Gradients of one step -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias), weight grads masked;
+    grad_x empty (0,) when not ``input_grad``."""
     i, f, g, o = gates.chunk(4, dim=-1)
     tanh_c = torch.tanh(c_new)
     dc = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
@@ -227,7 +230,7 @@ def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mas
     grad_w_ih = torch.bmm(d_pre.transpose(1, 2), x)
     grad_w_hh = torch.bmm(d_pre.transpose(1, 2), h)
     return (
-        torch.bmm(d_pre, _masked(w_ih, mask_ih)),
+        torch.bmm(d_pre, _masked(w_ih, mask_ih)) if input_grad else x.new_empty(0),
         torch.bmm(d_pre, _masked(w_hh, mask_hh)),
         dc * f,
         _masked(grad_w_ih, mask_ih),
@@ -247,8 +250,10 @@ def reference_masked_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias, mask_ih=None,
     return torch.stack(ys), torch.stack(cs), torch.stack(gates, dim=1)
 
 
-def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates):
-    """Backpropagation through the T steps -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias)."""
+def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates,
+                                       input_grad=True):
+    """Backpropagation through the T steps -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias);
+    grad_x empty (0,) when not ``input_grad``."""
     grad_h, grad_c = torch.zeros_like(h0), torch.zeros_like(c0)
     grad_x = torch.empty_like(x)
     grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
@@ -262,4 +267,4 @@ def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, m
         grad_w_ih += grads[3]
         grad_w_hh += grads[4]
         grad_bias += grads[5]
-    return grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias
+    return grad_x if input_grad else x.new_empty(0), grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias
