@@ -115,12 +115,13 @@ struct LstmGrads {
   }
 };
 
-// The gradients arriving at y and cs, with new tensors for those of the inputs.
+// The gradients arriving at y and cs, with new tensors for those of the inputs (x's empty, [0], when
+// the input needs no gradient: the backward then skips its product).
 inline LstmGrads new_grads(const at::Tensor& grad_y, const at::Tensor& grad_cs, const at::Tensor& x,
-                           const at::Tensor& h0, const at::Tensor& c0, const LstmWeights& weights) {
+                           const at::Tensor& h0, const at::Tensor& c0, const LstmWeights& weights, bool input_grad) {
   return {.y = grad_y,
           .cs = grad_cs,
-          .x = at::empty_like(x),
+          .x = input_grad ? at::empty_like(x) : at::empty({0}, x.options()),
           .h0 = at::empty_like(h0),
           .c0 = at::empty_like(c0),
           .w_ih = at::empty_like(weights.w_ih),
@@ -272,6 +273,7 @@ void lstm_backward(const LstmShape& s, const LstmWeights& weights, const LstmSeq
   if (weights.mask_ih) Backend::mask_into(grad.w_ih, *weights.mask_ih, grad.w_ih);
   if (weights.mask_hh) Backend::mask_into(grad.w_hh, *weights.mask_hh, grad.w_hh);
   at::sum_out(grad.bias, d_pre, {1});
+  if (grad.x.numel() == 0) return;  // not asked for (or nothing to compute)
   at::Tensor grad_x_by_group = T == 1 ? grad.x.view({G, B, I}) : at::empty({G, T * B, I}, seq.x.options());
   Backend::bmm_into(grad_x_by_group, d_pre, masked_weight<Backend>(weights.w_ih, weights.mask_ih));
   if (T > 1) grad.x.copy_(grad_x_by_group.view({G, T, B, I}).permute({1, 0, 2, 3}));
@@ -307,7 +309,7 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> masked_lstm_cell_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
-    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& gates, const at::Tensor& c_new) {
+    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& gates, const at::Tensor& c_new, bool input_grad) {
   const LstmShape s = check_lstm_inputs(x, h, c, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/false);
   check_like(grad_h, "grad_h", x, h.sizes());
   check_like(grad_c, "grad_c", x, h.sizes());
@@ -316,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_device<Backend>(x);
   const c10::DeviceGuard guard(x.device());
   const LstmWeights weights{w_ih, w_hh, mask_ih, mask_hh};
-  LstmGrads grad = new_grads(grad_h.unsqueeze(0), grad_c.unsqueeze(0), x, h, c, weights);
+  LstmGrads grad = new_grads(grad_h.unsqueeze(0), grad_c.unsqueeze(0), x, h, c, weights, input_grad);
   const LstmSequence seq{.x = x.unsqueeze(0), .h0 = h, .c0 = c, .cs = c_new.unsqueeze(0), .gates = gates};
   lstm_backward<Backend>(s, weights, seq, grad);
   return grad.inputs();
@@ -345,7 +347,8 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> masked_lstm_seq_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_cs, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& mask_ih,
-    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& y, const at::Tensor& cs, const at::Tensor& gates) {
+    const c10::optional<at::Tensor>& mask_hh, const at::Tensor& y, const at::Tensor& cs, const at::Tensor& gates,
+    bool input_grad) {
   const LstmShape s = check_lstm_inputs(x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, /*sequence=*/true);
   for (auto [tensor, name] : {std::pair{&grad_y, "grad_y"}, {&grad_cs, "grad_cs"}, {&y, "y"}, {&cs, "cs"}})
     check_like(*tensor, name, x, {s.T, s.G, s.B, s.H});
@@ -353,7 +356,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_device<Backend>(x);
   const c10::DeviceGuard guard(x.device());
   const LstmWeights weights{w_ih, w_hh, mask_ih, mask_hh};
-  LstmGrads grad = new_grads(grad_y, grad_cs, x, h0, c0, weights);
+  LstmGrads grad = new_grads(grad_y, grad_cs, x, h0, c0, weights, input_grad);
   lstm_backward<Backend>(s, weights, {.x = x, .h0 = h0, .c0 = c0, .y = y, .cs = cs, .gates = gates}, grad);
   return grad.inputs();
 }

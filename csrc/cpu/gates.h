@@ -56,6 +56,36 @@ HAPRUNED_INLINE void gates_forward_row(T* pre, const T* bias, const T* c_prev, T
   }
 }
 
+// The forward gate loop over n units in feature-major order (the sparse kernels' layout): pre holds
+// four blocks of n pre-activations (i, f, g, o) with the bias already added, overwritten with the
+// activated gates; c_prev, c_new and h_new hold n units each.
+template <typename T>
+HAPRUNED_INLINE void gates_forward_units(T* pre, const T* c_prev, T* c_new, T* h_new, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) {
+    const Gates<T> act = activate<CpuMath>(load_gates(pre, n, j));
+    const T c = cell_update(act, c_prev[j]);
+    store_gates(pre, n, j, act);
+    c_new[j] = c;
+    h_new[j] = hidden_state<CpuMath>(act, c);
+  }
+}
+
+// The backward gate loop over n units in feature-major order: act and d_pre hold four blocks of n;
+// the gradient arriving at h is grad_h + dh_carry; dc_carry holds the gradient of c_new in and is
+// overwritten with that of c_prev.
+template <typename T>
+HAPRUNED_INLINE void gates_backward_units(const T* act, T* d_pre, const T* c_prev, const T* c_new, const T* grad_h,
+                                          const T* dh_carry, T* dc_carry, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) {
+    const UnitBackward<T> unit =
+        unit_backward<CpuMath>(load_gates(act, n, j), c_prev[j], c_new[j], grad_h[j] + dh_carry[j], dc_carry[j]);
+    store_gates(d_pre, n, j, unit.d_pre);
+    dc_carry[j] = unit.dc_prev;
+  }
+}
+
 // One row of a backward step's gate loop: its gates at gate_row of step.act and step.d_pre, its
 // states and their gradients at state_row.
 template <typename T>

@@ -31,6 +31,25 @@ using Vec = typename VecOf<T>::type;
 template <typename T>
 constexpr int64_t kLanes = 32 / sizeof(T);
 
+// GCC vectors of any width (Bytes a power of two, at least sizeof(T)), with T's alignment.
+template <typename T, int64_t Bytes>
+struct VecNOf {
+  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
+};
+template <typename T, int64_t Bytes>
+using VecN = typename VecNOf<T, Bytes>::type;
+
+template <typename V>
+HAPRUNED_INLINE V load_vec(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename V>
+HAPRUNED_INLINE void store_vec(void* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
 // Weight i times its mask (none: nullptr). Masks are read as stored: bool (as bytes, a quarter of a
 // float mask's traffic) or the weights' dtype. Both multiply, as the reference does, so a NaN or an
 // infinity in a pruned weight gives NaN whatever the mask's dtype.

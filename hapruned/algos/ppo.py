@@ -125,6 +125,8 @@ class IAGCPPO(Learner):
         keep = ops.magnitude_prune_mask(scores, torch.tensor(self.config.agent_targets, dtype=torch.float64))
         for mask, part in zip(masks, keep.split(sizes, dim=1)):
             mask[s * N:(s + 1) * N] = part.reshape((N,) + mask.shape[1:]).to(self.device)
+        for module in (self.actor.lstm, self.actor.head):  # the masks changed in place
+            module.update_sparse_layouts()
 
     # ------------------------------------------------------------------ rollout
     def _act(self, x, state, generator, training, greedy):

@@ -5,7 +5,18 @@ that the ops apply inside the kernel; biases are never masked.
 ``torch.nn.utils.prune`` works on these weights too (``custom_from_mask``, ``l1_unstructured``, ...):
 it turns ``<name>`` into the parameter ``<name>_orig`` and the buffer ``<name>_mask``, which the
 forward hands to the op as weight and mask (the product that prune's hook also computes is not
-used), and ``prune.remove`` bakes the mask into ``<name>`` again."""
+used), and ``prune.remove`` bakes the mask into ``<name>`` again.
+
+Sparse compute (docs/design.md §4): on the CPU, with the compiled extension, a masked weight also gets
+a compressed layout of its mask (``hapruned.ops.sparse_layout``), built by ``update_sparse_layouts``
+when the mask is set: by assigning it (``module.weight_hh_l0_mask = mask``), by the pruner at each
+prune event, and after ``load_state_dict``, ``.to()`` and copies. A layer whose masks are sparse
+enough (``use_sparse``) then runs the sparse ops, which read and train its weights at the kept entries
+only, with the results of the masked ops (within floating-point rounding). A mask changed in place
+must be followed by ``update_sparse_layouts()``; until then (the mask's version counter tells) the
+layer runs the masked ops. Masks that are not 0/1 (factors) and masks whose pruned weights are not
+all finite (a NaN there makes the masked ops' outputs NaN) get no layout, so every layer computes what
+the masked ops compute."""
 
 import math
 
@@ -13,7 +24,24 @@ import torch
 from torch import nn
 
 from hapruned import ops
+from hapruned._extension import HAS_EXTENSION
 from hapruned.validation import check_integer
+
+# The densities (kept fraction of a layer's weights) up to which the sparse ops are faster than the
+# masked ones, by batch (columns per step; a batch between two entries takes the lower one's limit),
+# for an LSTM layer and for a linear layer: measured with benchmarks/test_bench_sparse.py on the 2-core
+# AMD EPYC host (AVX-512), G = 10, H = 128 (benchmarks/RESULTS.md).
+SPARSE_LSTM_CROSSOVER = ((1, 0.3), (4, 0.3), (16, 0.3), (64, 0.3))
+SPARSE_LINEAR_CROSSOVER = 0.5
+
+
+def use_sparse(density: float, batch: int) -> bool:
+    """Whether an LSTM layer whose masks keep ``density`` of its weights runs the sparse ops at ``batch``."""
+    limit = SPARSE_LSTM_CROSSOVER[0][1]
+    for smallest, crossover in SPARSE_LSTM_CROSSOVER:
+        if batch >= smallest:
+            limit = crossover
+    return density <= limit
 
 
 def _check_share(groups: int, share: int) -> None:
@@ -38,7 +66,75 @@ def _weight_and_mask(module: nn.Module, name: str):
     return (getattr(module, name) if weight is None else weight), getattr(module, name + "_mask", None)
 
 
-class GroupedLSTM(_Shared, nn.Module):
+def _version(mask: torch.Tensor):
+    """The mask's version counter (advanced by every in-place update), None where there is none."""
+    try:
+        return mask._version
+    except RuntimeError:  # an inference tensor has none
+        return None
+
+
+class _SparseLayouts:
+    """The compressed layouts of a module's masked weights (``weight_names``); see the module docstring."""
+
+    weight_names = ()
+    densest_layout = max(SPARSE_LINEAR_CROSSOVER, *(limit for _, limit in SPARSE_LSTM_CROSSOVER))
+
+    def update_sparse_layouts(self) -> None:
+        """Build the compressed layout of every masked weight from its current mask. Call it after
+        changing a mask in place (assigning a mask, the pruner's events and ``load_state_dict`` call it)."""
+        layouts = {}
+        for name in self.weight_names:
+            weight, mask = _weight_and_mask(self, name)
+            pattern = self._keep_pattern(weight, mask)
+            if pattern is None:
+                continue
+            density = float(pattern.float().mean())
+            if density <= self.densest_layout:
+                layouts[name] = (mask, _version(mask), ops.sparse_layout(pattern), density)
+        self.__dict__["_sparse_layouts"] = layouts
+
+    @torch.no_grad()
+    def _keep_pattern(self, weight, mask):
+        """The bool keep-pattern of a mask where the sparse ops compute what the masked ops do with it."""
+        if mask is None or not HAS_EXTENSION or mask.device.type != "cpu" or _version(mask) is None:
+            return None
+        if mask.dtype != torch.bool:
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                return None  # factors, not a keep/drop mask
+            mask = mask != 0
+        if not bool(torch.isfinite(self.per_group(weight).detach()[~mask]).all()):
+            return None  # the masked ops give NaN there
+        return mask
+
+    def sparse_layout(self, name: str):
+        """(layout, density) of weight ``name`` while its layout matches its mask, else None."""
+        entry = self.__dict__.get("_sparse_layouts", {}).get(name)
+        if entry is None or torch.compiler.is_compiling():
+            return None
+        built_from, version, layout, density = entry
+        _, mask = _weight_and_mask(self, name)
+        return (layout, density) if mask is built_from and _version(mask) == version else None
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name.endswith("_mask") and name[: -len("_mask")] in self.weight_names:
+            self.update_sparse_layouts()
+
+    def _apply(self, fn, *args, **kwargs):
+        result = super()._apply(fn, *args, **kwargs)
+        self.update_sparse_layouts()
+        return result
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.update_sparse_layouts()
+
+    def _register_layout_hooks(self) -> None:
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module.update_sparse_layouts())
+
+
+class GroupedLSTM(_SparseLayouts, _Shared, nn.Module):
     """``num_layers`` stacked LSTMs for each of ``groups`` groups.
 
     Parameters per layer k: ``weight_ih_l{k}`` (groups, 4H, in_k), ``weight_hh_l{k}`` (groups, 4H, H),
@@ -68,6 +164,8 @@ class GroupedLSTM(_Shared, nn.Module):
             self.register_parameter(f"bias_l{k}", nn.Parameter(bias))
             self.register_buffer(f"weight_ih_l{k}_mask", None)
             self.register_buffer(f"weight_hh_l{k}_mask", None)
+        self.weight_names = tuple(f"weight_{kind}_l{k}" for k in range(num_layers) for kind in ("ih", "hh"))
+        self._register_layout_hooks()
 
     def zero_state(self, batch: int):
         """Zero (h, c), each (num_layers, groups, batch, hidden)."""
@@ -87,13 +185,21 @@ class GroupedLSTM(_Shared, nn.Module):
             h, c = h0[k], c0[k]
             (w_ih, m_ih), (w_hh, m_hh) = _weight_and_mask(self, f"weight_ih_l{k}"), _weight_and_mask(self, f"weight_hh_l{k}")
             w_ih, w_hh, bias = self.per_group(w_ih), self.per_group(w_hh), self.per_group(getattr(self, f"bias_l{k}"))
-            layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
+            sparse_ih, sparse_hh = self.sparse_layout(f"weight_ih_l{k}"), self.sparse_layout(f"weight_hh_l{k}")
+            kept = None
+            if sparse_ih and sparse_hh:  # the layer's density: both matrices together
+                sizes = w_ih[0].numel(), w_hh[0].numel()
+                kept = (sparse_ih[1] * sizes[0] + sparse_hh[1] * sizes[1]) / sum(sizes)
+            if kept is not None and use_sparse(kept, x.shape[2]):
+                layer_input, (h, c) = ops.sparse_lstm(layer_input, h, c, w_ih, w_hh, bias, sparse_ih[0], sparse_hh[0])
+            else:
+                layer_input, (h, c) = ops.masked_lstm(layer_input, h, c, w_ih, w_hh, bias, m_ih, m_hh)
             h_out.append(h)
             c_out.append(c)
         return layer_input, (torch.stack(h_out), torch.stack(c_out))
 
 
-class GroupedLinear(_Shared, nn.Module):
+class GroupedLinear(_SparseLayouts, _Shared, nn.Module):
     """``groups`` independent linear layers: weight (groups, out, in), bias (groups, out), optional
     ``weight_mask`` (groups, out, in); ``share`` as in :class:`GroupedLSTM`."""
 
@@ -106,10 +212,15 @@ class GroupedLinear(_Shared, nn.Module):
         self.weight = nn.Parameter(torch.empty(groups // share, out_features, in_features, **factory).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(groups // share, out_features, **factory).uniform_(-bound, bound))
         self.register_buffer("weight_mask", None)
+        self.weight_names = ("weight",)
+        self._register_layout_hooks()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., groups, batch, in) -> (..., groups, batch, out)."""
         weight, mask = _weight_and_mask(self, "weight")
-        weight = self.per_group(weight)
+        weight, bias = self.per_group(weight), self.per_group(self.bias)
+        sparse = self.sparse_layout("weight")
+        if sparse is not None and sparse[1] <= SPARSE_LINEAR_CROSSOVER:
+            return ops.sparse_linear(x, weight, bias, sparse[0])
         weight = weight if mask is None else weight * mask.to(weight.dtype)
-        return torch.matmul(x, weight.transpose(-1, -2)) + self.per_group(self.bias).unsqueeze(-2)
+        return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)

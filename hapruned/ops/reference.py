@@ -95,10 +95,116 @@ def reference_sparse_lstm_step(x, h, c, row_ptr, col_idx, values, bias):
     return h_new[0], c_new[0]
 
 
+def layout_pattern(layout: torch.Tensor, shape) -> torch.Tensor:
+    """The keep-pattern (bool, ``shape`` = (groups, rows, cols)) of a layout built by ``sparse_layout``:
+    True at its entries (read from the row-ordered half)."""
+    groups, rows, cols = shape
+    row_ptr = layout[: groups * rows + 1].long()
+    nnz = (layout.numel() - groups * rows - groups * cols - 2) // 2
+    col_idx = layout[groups * rows + groups * cols + 2:][:nnz].long()
+    flat_rows = torch.repeat_interleave(torch.arange(groups * rows, device=layout.device), row_ptr.diff())
+    pattern = torch.zeros(groups * rows, cols, dtype=torch.bool, device=layout.device)
+    pattern[flat_rows, col_idx] = True
+    return pattern.view(groups, rows, cols)
+
+
+def _on_pattern(weight, layout):
+    """The weight where its layout has entries, 0 elsewhere: the sparse ops never read the others, so a
+    NaN or an infinity there is not seen (unlike a mask, which multiplies)."""
+    pattern = layout_pattern(layout, weight.shape)
+    return torch.where(pattern, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)), pattern
+
+
+def reference_sparse_lstm(x, h0, c0, w_ih, w_hh, bias, layout_ih, layout_hh):
+    """``masked_lstm`` whose weights exist only at their layouts' entries (``sparse_layout``): x (time,
+    groups, batch, input), h0 and c0 (groups, batch, hidden) -> (y, (h_T, c_T))."""
+    (w_ih, _), (w_hh, _) = _on_pattern(w_ih, layout_ih), _on_pattern(w_hh, layout_hh)
+    return reference_masked_lstm(x, h0, c0, w_ih, w_hh, bias)
+
+
+def reference_sparse_lstm_cell(x, h, c, w_ih, w_hh, bias, layout_ih, layout_hh):
+    """One step of ``reference_sparse_lstm``: x (groups, batch, input) -> (h', c')."""
+    _, (h_new, c_new) = reference_sparse_lstm(x[None], h, c, w_ih, w_hh, bias, layout_ih, layout_hh)
+    return h_new, c_new
+
+
+def reference_sparse_linear(x, weight, bias, layout):
+    """Grouped linear layers whose weights exist only at the layout's entries: x (..., groups, batch,
+    in), weight (groups, out, in), bias (groups, out) -> (..., groups, batch, out)."""
+    weight, _ = _on_pattern(weight, layout)
+    return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
+
+
 # The explicit forward/backward pairs below have the signatures of the compiled ops
 # (torch.ops.hapruned.*) and serve as their kernels on devices the build lacks.
 
 
+def panel_shape(steps: int, batch: int):
+    """How the sparse LSTM kernels lay ``steps`` steps of ``batch`` columns out (csrc/cpu/sparse_lstm_seq.cpp):
+    (steps per panel, padded columns per panel, panels): about 128 columns per panel."""
+    per_panel = 1
+    if 0 < batch < 128 and steps > 1:
+        per_panel = -(-steps // -(-steps * batch // 128))
+    lines = -(-per_panel * batch // 16)  # rows an odd number of 16 elements apart, as the kernels lay them out
+    return per_panel, (lines + 1 - lines % 2) * 16, -(-steps // per_panel)
+
+
+def _to_panels(seq):
+    """seq (time, groups, batch, features) -> (groups, panels, features, padded) as the kernels store it."""
+    steps, groups, batch, features = seq.shape
+    per_panel, padded, panels = panel_shape(steps, batch)
+    seq = torch.cat([seq, seq.new_zeros(panels * per_panel - steps, groups, batch, features)])
+    seq = seq.view(panels, per_panel, groups, batch, features).permute(2, 0, 4, 1, 3)
+    seq = seq.reshape(groups, panels, features, per_panel * batch)
+    return torch.nn.functional.pad(seq, (0, padded - per_panel * batch))
+
+
+def _from_panels(panels, steps, batch):
+    """The inverse of ``_to_panels``: (groups, panels, features, padded) -> (time, groups, batch, features)."""
+    groups, count, features, _ = panels.shape
+    per_panel = panel_shape(steps, batch)[0]
+    seq = panels[..., : per_panel * batch].reshape(groups, count, features, per_panel, batch)
+    seq = seq.permute(1, 3, 0, 4, 2).reshape(count * per_panel, groups, batch, features)
+    return seq[:steps]
+
+
+def reference_sparse_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias, layout_ih, layout_hh, save=True):
+    """As the compiled ``sparse_lstm_seq``: -> (y, c_n, x_panels, h_panels, gates (groups, time, 4*hidden,
+    batch), cs (groups, time + 1, hidden, batch)), the last four empty (no groups) without ``save``."""
+    (w_ih, _), (w_hh, _) = _on_pattern(w_ih, layout_ih), _on_pattern(w_hh, layout_hh)
+    y, cs, gates = reference_masked_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias)
+    saved = (
+        _to_panels(x),
+        _to_panels(torch.cat([h0[None], y[:-1]])),
+        gates.transpose(-1, -2).contiguous(),
+        torch.cat([c0[None], cs]).permute(1, 0, 3, 2).contiguous(),
+    )
+    return (y, cs[-1]) + (saved if save else tuple(t[:0] for t in saved))
+
+
+def reference_sparse_lstm_seq_backward(grad_y, grad_c_n, w_ih, w_hh, layout_ih, layout_hh, x_panels, h_panels, gates, cs,
+                                       input_grad=True):
+    """As the compiled ``sparse_lstm_seq_backward`` -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias)."""
+    steps, _, batch, _ = grad_y.shape
+    (w_ih, pattern_ih), (w_hh, pattern_hh) = _on_pattern(w_ih, layout_ih), _on_pattern(w_hh, layout_hh)
+    x = _from_panels(x_panels, steps, batch)
+    hs = _from_panels(h_panels, steps, batch)  # h0, y[0], ..., y[T-2]
+    states = cs.permute(1, 0, 3, 2)  # c0, c_1, ..., c_T
+    y = torch.cat([hs[1:], hs[:1]])  # y[T-1] is not read by the backward
+    grad_cs = torch.zeros_like(grad_y)
+    if grad_c_n is not None:
+        grad_cs[-1] = grad_c_n
+    grads = reference_masked_lstm_seq_backward(grad_y, grad_cs, x, hs[0], states[0], w_ih, w_hh, pattern_ih,
+                                               pattern_hh, y, states[1:], gates.transpose(-1, -2), input_grad)
+    zero = torch.zeros((), dtype=grad_y.dtype, device=grad_y.device)
+    return grads[:3] + (torch.where(pattern_ih, grads[3], zero), torch.where(pattern_hh, grads[4], zero), grads[5])
+
+
+def reference_sparse_linear_backward(grad_out, x, weight, layout):
+    """As the compiled ``sparse_linear_backward`` -> (grad_x, grad_weight, grad_bias); x (rows, groups, batch, in)."""
+    weight, pattern = _on_pattern(weight, layout)
+    grad_weight = torch.where(pattern, torch.einsum("lgbr,lgbk->grk", grad_out, x), 0)
+    return torch.matmul(grad_out, weight), grad_weight, grad_out.sum((0, 2))
 
 
 def reference_masked_lstm_cell_forward(x, h, c, w_ih, w_hh, bias, mask_ih=None, mask_hh=None):
@@ -111,8 +217,10 @@ def reference_masked_lstm_cell_forward(x, h, c, w_ih, w_hh, bias, mask_ih=None, 
     return o * torch.tanh(c_new), c_new, torch.cat([i, f, g, o], dim=-1)
 
 
-def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new):
-    """Gradients of one step -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias), weight grads masked."""
+def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mask_ih, mask_hh, gates, c_new,
+                                        input_grad=True):
+    """Gradients of one step -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias), weight grads masked;
+    grad_x empty (0,) when not ``input_grad``."""
     i, f, g, o = gates.chunk(4, dim=-1)
     tanh_c = torch.tanh(c_new)
     dc = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
@@ -122,7 +230,7 @@ def reference_masked_lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, mas
     grad_w_ih = torch.bmm(d_pre.transpose(1, 2), x)
     grad_w_hh = torch.bmm(d_pre.transpose(1, 2), h)
     return (
-        torch.bmm(d_pre, _masked(w_ih, mask_ih)),
+        torch.bmm(d_pre, _masked(w_ih, mask_ih)) if input_grad else x.new_empty(0),
         torch.bmm(d_pre, _masked(w_hh, mask_hh)),
         dc * f,
         _masked(grad_w_ih, mask_ih),
@@ -142,8 +250,10 @@ def reference_masked_lstm_seq_forward(x, h0, c0, w_ih, w_hh, bias, mask_ih=None,
     return torch.stack(ys), torch.stack(cs), torch.stack(gates, dim=1)
 
 
-def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates):
-    """Backpropagation through the T steps -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias)."""
+def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, mask_ih, mask_hh, y, cs, gates,
+                                       input_grad=True):
+    """Backpropagation through the T steps -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias);
+    grad_x empty (0,) when not ``input_grad``."""
     grad_h, grad_c = torch.zeros_like(h0), torch.zeros_like(c0)
     grad_x = torch.empty_like(x)
     grad_w_ih, grad_w_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
@@ -157,4 +267,4 @@ def reference_masked_lstm_seq_backward(grad_y, grad_cs, x, h0, c0, w_ih, w_hh, m
         grad_w_ih += grads[3]
         grad_w_hh += grads[4]
         grad_bias += grads[5]
-    return grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias
+    return grad_x if input_grad else x.new_empty(0), grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias

@@ -13,7 +13,8 @@ Modes:
   the keep-mask lives in the owning module's buffer ``<weight>_mask``, bool unless the module already
   holds a float one (the grouped modules apply it in their ops, so masked entries get zero gradient).
   An event recomputes the mask from ``|weight_orig|``, so when the target falls the pruned weights
-  with the largest magnitudes return.
+  with the largest magnitudes return, and has the owning modules rebuild their compressed layouts
+  (``update_sparse_layouts``), with which the grouped modules compute at the kept weights only.
 
 In both modes an event zeroes the optimiser state (e.g. Adam's ``exp_avg``, ``exp_avg_sq``; not
 ``step``) of every pruned entry, so stale momentum neither pushes a masked ``weight_orig`` nor
@@ -153,6 +154,11 @@ class Pruner:
                 mask = getattr(owner, slot)
                 mask.copy_(keep)
             self._reset_optimizer_state(param, keep)
+        if self.mode == "masked":  # the owners' compressed layouts of the new masks (hapruned.nn.grouped)
+            owners = {id(owner): owner for owner, _ in self._mask_slots}
+            for owner in owners.values():
+                if hasattr(owner, "update_sparse_layouts"):
+                    owner.update_sparse_layouts()
 
     def _reset_optimizer_state(self, param: torch.Tensor, keep: torch.Tensor) -> None:
         if self.optimizer is None:
