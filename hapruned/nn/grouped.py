@@ -31,7 +31,7 @@ from hapruned.validation import check_integer
 # masked ones, by batch (columns per step; a batch between two entries takes the lower one's limit),
 # for an LSTM layer and for a linear layer: measured with benchmarks/test_bench_sparse.py on the 2-core
 # AMD EPYC host (AVX-512), G = 10, H = 128 (benchmarks/RESULTS.md).
-SPARSE_LSTM_CROSSOVER = ((1, 0.3), (4, 0.3), (16, 0.3), (64, 0.3))
+SPARSE_LSTM_CROSSOVER = ((1, 0.0), (2, 0.3), (16, 0.3), (64, 0.3))  # at B = 1 the masked op always won
 SPARSE_LINEAR_CROSSOVER = 0.5
 
 
