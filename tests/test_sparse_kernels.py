@@ -275,7 +275,7 @@ def _run_modules(lstm, head, steps, batch):
     return [out.detach(), h.detach(), c.detach()] + grads
 
 
-@pytest.mark.parametrize("steps, batch", [(1, 1), (1, 64), (12, 3)])
+@pytest.mark.parametrize("steps, batch", [(1, 2), (1, 64), (12, 3)])
 def test_modules_take_the_sparse_path_with_the_masked_results(isa, steps, batch, monkeypatch):
     """At 95% sparsity the modules run the sparse ops (seen by counting their calls), with the results
     of the masked ops (the same modules with the sparse path switched off)."""
@@ -298,6 +298,17 @@ def test_modules_take_the_sparse_path_with_the_masked_results(isa, steps, batch,
     masked = _run_modules(lstm, head, steps, batch)
     assert calls == {"lstm": 2, "linear": 1}
     _assert_close(sparse, masked, torch.float32, "modules")
+
+
+def test_a_single_column_keeps_the_masked_lstm_step(monkeypatch):
+    """At B = 1 the masked step measured faster at every density, so the LSTM layers take it."""
+    assert not hnn.grouped.use_sparse(0.05, 1) and hnn.grouped.use_sparse(0.05, 2)
+    lstm, head = _masked_modules(0.05)
+    calls = []
+    sparse_lstm = ops.sparse_lstm
+    monkeypatch.setattr(ops, "sparse_lstm", lambda *args: calls.append(1) or sparse_lstm(*args))
+    _run_modules(lstm, head, 1, 1)
+    assert calls == []
 
 
 def test_modules_keep_the_masked_path_when_dense():
