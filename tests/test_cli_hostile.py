@@ -27,6 +27,7 @@ from hapruned.cli import main
 from hapruned.env.encoding import observation_size
 from hapruned.experiments import grid
 from hapruned.ops import magnitude_prune_mask
+from in_process import cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-users", "2", "--n-channels", "2", "--horizon", "4", "--hidden-size", "8", "--iterations", "2",
@@ -59,16 +60,6 @@ def made(tmp_path_factory):
 def copy_of(made, name, tmp_path) -> Path:
     (shutil.copytree if (made / name).is_dir() else shutil.copy2)(made / name, tmp_path / name)
     return tmp_path / name
-
-
-def cli(argv, capsys):
-    """Run ``hapruned ARGV`` in-process: (exit code, stdout, stderr); an exception escaping is a failure."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, *words, status=2):

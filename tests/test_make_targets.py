@@ -13,11 +13,11 @@ import pytest
 from hapruned.algos.config import TrainConfig
 from hapruned.algos.trainer import load_config
 from hapruned.baselines import SCHEMES, decentralised_bound, evaluate
-from hapruned.cli import main
 from hapruned.deploy import load_actors
 from hapruned.experiments import demo_command
 from hapruned.experiments.grid import METHODS
 import processes
+from in_process import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,15 +32,6 @@ def tiny_recipe(monkeypatch):
                         lambda setup, seed: TrainConfig.preset("paper-budget", setup=setup, seed=seed, **TINY))
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_the_demo_is_the_paper_budget_recipe_at_95_percent():
     config = demo_command.recipe("A", 0)
     assert config == TrainConfig.preset("paper-budget", setup="A", seed=0)
@@ -49,7 +40,7 @@ def test_the_demo_is_the_paper_budget_recipe_at_95_percent():
 
 def test_demo_sets_the_run_beside_the_schemes_and_the_bound(tmp_path, capsys, tiny_recipe):
     out = tmp_path / "demo"
-    code, stdout, err = run(["demo", "--out", str(out), "--setup", "B", "--seed", "3", "--threads", "1", "--json"], capsys)
+    code, stdout, err = cli(["demo", "--out", str(out), "--setup", "B", "--seed", "3", "--threads", "1", "--json"], capsys)
     assert code == 0, err
     result = json.loads(stdout)
     assert json.loads((out / "demo.json").read_text()) == result
@@ -81,16 +72,16 @@ def test_demo_sets_the_run_beside_the_schemes_and_the_bound(tmp_path, capsys, ti
 
 def test_demo_refuses_a_used_out_unless_told_and_resumes_without_training_again(tmp_path, capsys, tiny_recipe):
     out = tmp_path / "demo"
-    assert run(["demo", "--out", str(out), "--threads", "1", "--json"], capsys)[0] == 0
+    assert cli(["demo", "--out", str(out), "--threads", "1", "--json"], capsys)[0] == 0
     checkpoint = out / "run" / "checkpoint.pt"
     trained = checkpoint.stat().st_mtime_ns
 
-    code, _, err = run(["demo", "--out", str(out), "--threads", "1"], capsys)
+    code, _, err = cli(["demo", "--out", str(out), "--threads", "1"], capsys)
     assert code == 2 and "--out" in err and "--resume" in err and "--force" in err and "Traceback" not in err
     assert checkpoint.stat().st_mtime_ns == trained
 
     # a finished demo resumed: the same numbers, printed as the table, no training
-    code, table, err = run(["demo", "--out", str(out), "--threads", "1", "--resume"], capsys)
+    code, table, err = cli(["demo", "--out", str(out), "--threads", "1", "--resume"], capsys)
     assert code == 0, err
     assert checkpoint.stat().st_mtime_ns == trained
     result = json.loads((out / "demo.json").read_text())
@@ -101,15 +92,15 @@ def test_demo_refuses_a_used_out_unless_told_and_resumes_without_training_again(
 
     (out / "notes.txt").write_text("mine")
     for flag in ("--force", "--resume"):
-        code, _, err = run(["demo", "--out", str(out), "--threads", "1", flag], capsys)
+        code, _, err = cli(["demo", "--out", str(out), "--threads", "1", flag], capsys)
         assert code == 2 and "notes.txt" in err, err
     assert (out / "notes.txt").read_text() == "mine" and checkpoint.stat().st_mtime_ns == trained
 
     (out / "notes.txt").unlink()
-    code, _, err = run(["demo", "--out", str(out), "--threads", "1", "--force", "--json"], capsys)
+    code, _, err = cli(["demo", "--out", str(out), "--threads", "1", "--force", "--json"], capsys)
     assert code == 0, err
     assert checkpoint.stat().st_mtime_ns != trained
-    assert run(["demo", "--out", str(out), "--resume", "--force"], capsys)[0] == 2
+    assert cli(["demo", "--out", str(out), "--resume", "--force"], capsys)[0] == 2
 
 
 def test_an_interrupted_demo_says_how_to_continue(tmp_path, capsys, tiny_recipe, monkeypatch):
@@ -119,13 +110,13 @@ def test_an_interrupted_demo_says_how_to_continue(tmp_path, capsys, tiny_recipe,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer.IAGCPPO, "train_iteration", interrupted)
-    code, _, err = run(["demo", "--out", str(tmp_path / "demo"), "--threads", "1"], capsys)
+    code, _, err = cli(["demo", "--out", str(tmp_path / "demo"), "--threads", "1"], capsys)
     assert code == 130 and f"hapruned demo --out {tmp_path / 'demo'} --resume" in err and "Traceback" not in err
 
 
 def test_the_smoke_grid_runs_every_method(tmp_path, capsys):
     """``make smoke``'s grid (here one setup and one seed): every Table I method trains or plays and reports."""
-    code, out, err = run(["reproduce", "--budget", "smoke", "--out", str(tmp_path), "--setups", "A", "--seeds", "0",
+    code, out, err = cli(["reproduce", "--budget", "smoke", "--out", str(tmp_path), "--setups", "A", "--seeds", "0",
                           "--jobs", "1", "--threads", "1"], capsys)
     assert code == 0, err
     with open(tmp_path / "table1.csv") as f:

@@ -21,22 +21,13 @@ from hapruned.algos.trainer import RunDirError, load_metrics, train
 from hapruned.cli import main
 from hapruned.env.rng import seed_states
 import processes
+from in_process import cli
 from test_trainer import assert_same_state, interrupt_at, load_checkpoint, tiny_config, without_timings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-users", "2", "--n-channels", "2", "--horizon", "4", "--hidden-size", "8", "--iterations", "2",
         "--envs-per-iteration", "2", "--minibatches", "1", "--epochs", "1", "--i-prune", "1", "--eval-every", "2",
         "--eval-episodes", "2"]
-
-
-def cli(argv, capsys):
-    """Run ``hapruned ARGV`` in-process: (exit code, stdout, stderr); an exception escaping is a failure."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, *words):
